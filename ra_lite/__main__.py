@@ -1,0 +1,5 @@
+"""`python -m ra_lite` is the `ra-lite` command."""
+
+from ra_lite.cli import main
+
+main()

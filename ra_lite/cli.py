@@ -1,0 +1,269 @@
+"""The `ra-lite` command line: a thin layer over the library functions.
+
+Commands live in the modules that implement them and are imported only when invoked (LazyGroup),
+so `ra-lite --help` does not load numpy, gguf or llama.cpp. Every user-caused error is printed
+as one `error: <problem> — <fix>` line with exit status 2; a failed quality gate exits 1.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from ra_lite.defaults import DEFAULT_N_CTX, DEFAULT_TEMPERATURE, DEFAULT_THINK_BUDGET, DEFAULT_TOP_P
+from ra_lite.errors import RaLiteError
+
+# name -> "module:attribute" of a click command, imported on first use.
+LAZY_COMMANDS = {
+    "convert": "ra_lite.convert.cli:convert_command",
+    "quantize": "ra_lite.convert.cli:quantize_command",
+}
+
+EXIT_BAD_INPUT = 2
+EXIT_GATE_FAILED = 1
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted([*super().list_commands(ctx), *LAZY_COMMANDS])
+
+    def get_command(self, ctx, name):
+        if name in LAZY_COMMANDS:
+            module, attr = LAZY_COMMANDS[name].split(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except RaLiteError as e:
+            click.echo(f"error: {e.one_line()}", err=True)
+            ctx.exit(EXIT_BAD_INPUT)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(package_name="ra-lite")
+def main():
+    """Judge responses against a principle with RewardAnything on llama.cpp."""
+
+
+def model_options(f):
+    """Options that choose and load the model (arguments of ra_lite.load)."""
+    options = [
+        click.option("--model", "-m", default=None,
+                     help="GGUF file. Default: the embedded smoke-test model (not a real judge)."),
+        click.option("--n-ctx", type=int, default=DEFAULT_N_CTX, show_default=True,
+                     help="Context length in tokens (capped at the model's trained length)."),
+        click.option("--n-gpu-layers", default="auto", show_default=True,
+                     help="Layers to offload: auto (all, if this build has CUDA/Metal), 0 = CPU, N, -1 = all."),
+        click.option("--threads", "n_threads", type=int, default=None,
+                     help="CPU threads. Default: all CPUs up to 4, else half of them."),
+        click.option("--flash-attn/--no-flash-attn", default=True, show_default=True),
+        click.option("--verbose", is_flag=True, help="Show llama.cpp's own log."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def generation_options(f):
+    """Options of JudgeOptions."""
+    options = [
+        click.option("--think-budget", type=int, default=DEFAULT_THINK_BUDGET, show_default=True,
+                     help="Most tokens of reasoning before ra-lite closes the <think> block."),
+        click.option("--no-think", is_flag=True, help="Skip reasoning (faster, less accurate)."),
+        click.option("--temperature", type=float, default=DEFAULT_TEMPERATURE, show_default=True),
+        click.option("--top-p", type=float, default=DEFAULT_TOP_P, show_default=True),
+        click.option("--seed", type=int, default=0, show_default=True),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def load_judge(model, n_ctx, n_gpu_layers, n_threads, flash_attn, verbose, think_budget,
+               no_think, temperature, top_p, seed):
+    """Builds the Judge for a command (tests replace this to drive the CLI with a fake)."""
+    from ra_lite.judge import JudgeOptions, load
+
+    options = JudgeOptions(think_budget=0 if no_think else think_budget,
+                           temperature=temperature, top_p=top_p, seed=seed)
+    return load(model, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads,
+                flash_attn=flash_attn, verbose=verbose, options=options)
+
+
+def parse_response_flag(value: str) -> tuple[str, str]:
+    name, sep, text = value.partition("=")
+    if not sep or not name:
+        raise RaLiteError(f"--response {value!r} is not NAME=TEXT",
+                          "write --response a='first answer' (or NAME=@file.txt)")
+    if text.startswith("@"):
+        path = Path(text[1:])
+        if not path.is_file():
+            raise RaLiteError(f"--response {name}: file {path} does not exist", "check the path")
+        text = path.read_text(encoding="utf-8")
+    return name, text
+
+
+def read_requests(source: str) -> list:
+    """A request JSON object, a JSON list of them, or JSONL; '-' reads stdin."""
+    from ra_lite.request import JudgeRequest, loads_request_json
+
+    if source == "-":
+        text, where = sys.stdin.read(), "stdin"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise RaLiteError(f"request file {path} does not exist", "check the path")
+        text, where = path.read_text(encoding="utf-8"), str(path)
+    if not text.strip():
+        raise RaLiteError(f"{where} is empty", "give a request JSON object")
+    stripped = text.strip()
+    if "\n" in stripped and not stripped.startswith("["):
+        try:
+            objects = [loads_request_json(line, f"{where} line {n}")
+                       for n, line in enumerate(stripped.splitlines(), 1) if line.strip()]
+        except RaLiteError:
+            objects = [loads_request_json(stripped, where)]   # a pretty-printed single object
+    else:
+        obj = loads_request_json(stripped, where)
+        objects = obj if isinstance(obj, list) else [obj]
+    return [JudgeRequest.from_dict(o) for o in objects]
+
+
+@main.command()
+@click.argument("request_file", required=False)
+@click.option("--principle", "-p", help="The principle to judge by.")
+@click.option("--prompt", "prompt_text", help="The prompt the responses answer.")
+@click.option("--response", "-r", "response_flags", multiple=True,
+              help="NAME=TEXT or NAME=@file; repeat for each response.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result object as JSON.")
+@model_options
+@generation_options
+def judge(request_file, principle, prompt_text, response_flags, as_json, **settings):
+    """Judge responses: from flags, a JSON/JSONL REQUEST_FILE, or '-' (JSON on stdin)."""
+    from ra_lite.request import JudgeRequest
+
+    if request_file and (principle or prompt_text or response_flags):
+        raise RaLiteError("both a request file and --principle/--prompt/--response were given",
+                          "use one or the other")
+    if request_file:
+        requests = read_requests(request_file)
+    else:
+        if principle is None or prompt_text is None or not response_flags:
+            raise RaLiteError("nothing to judge",
+                              "pass --principle, --prompt and --response NAME=TEXT (repeatable), "
+                              "or a request file")
+        pairs = [parse_response_flag(v) for v in response_flags]
+        names = [name for name, _ in pairs]
+        duplicate = next((n for n in names if names.count(n) > 1), None)
+        if duplicate:
+            raise RaLiteError(f"two responses are named {duplicate!r}",
+                              "give each --response its own name")
+        requests = [JudgeRequest.create(principle, prompt_text, dict(pairs))]
+    with load_judge(**settings) as the_judge:
+        for request in requests:
+            result = the_judge.judge_request(request)
+            if as_json:
+                click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+            else:
+                click.echo(format_judgment(result))
+
+
+def format_judgment(result) -> str:
+    lines = []
+    if result.reasoning:
+        lines += ["reasoning:", *("  " + line for line in result.reasoning.splitlines()), ""]
+    expected = result.expected_scores or {}
+    width = max(len("response"), *(len(n) for n in result.ranking))
+    lines.append(f"{'rank':<5} {'response':<{width}}  score  expected")
+    for rank, name in enumerate(result.ranking, 1):
+        exp = f"{expected[name]:.2f}" if name in expected else "-"
+        lines.append(f"{rank:<5} {name:<{width}}  {result.scores[name]:>5}  {exp:>8}")
+    note = " (reasoning cut at the think budget)" if result.think_truncated else ""
+    lines.append(f"{result.timings.total_s:.1f}s, {result.tokens.think} reasoning tokens{note}")
+    return "\n".join(lines)
+
+
+@main.command()
+@click.argument("input_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Results JSONL (appended; rerun to resume).")
+@click.option("--fail-under", type=float, default=None,
+              help="Exit 1 if a response's mean score is below this.")
+@click.option("--target", default=None, help="The response name --fail-under checks (default: all).")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@model_options
+@generation_options
+def batch(input_file, output, fail_under, target, progress, **settings):
+    """Judge every request in INPUT_FILE (JSONL) into --output, resumably."""
+    from ra_lite.batch import run_batch
+
+    with load_judge(**settings) as the_judge:
+        summary = run_batch(the_judge, input_file, output,
+                            progress=_progress_bar("judging") if progress else None)
+    click.echo(format_summary(summary, output))
+    if fail_under is not None:
+        failing = summary.below(fail_under, target)
+        if failing:
+            listed = ", ".join(f"{n} {s:.2f}" for n, s in failing.items())
+            click.echo(f"FAIL: mean score under {fail_under}: {listed}", err=True)
+            sys.exit(EXIT_GATE_FAILED)
+        click.echo(f"PASS: every checked mean score is at least {fail_under}")
+
+
+def _progress_bar(label: str):
+    def wrap(iterable, total, initial):
+        from tqdm import tqdm
+
+        return tqdm(iterable, total=total, initial=initial, desc=label, unit="req",
+                    file=sys.stderr, disable=None)
+    return wrap
+
+
+def format_summary(summary, output: Path) -> str:
+    lines = [f"{summary.total} requests: {summary.judged_now} judged now, "
+             f"{summary.already_done} already in {output}, {summary.errors} errors"]
+    if summary.mean_seconds is not None:
+        lines.append(f"mean {summary.mean_seconds:.2f}s per judgment")
+    for name in sorted(summary.mean_scores, key=lambda n: -summary.mean_scores[n]):
+        lines.append(f"  {name}: mean score {summary.mean_scores[name]:.2f} "
+                     f"over {summary.counts[name]}")
+    return "\n".join(lines)
+
+
+@main.command()
+@click.argument("model", required=False)
+@click.option("--json", "as_json", is_flag=True)
+def info(model, as_json):
+    """Describe a GGUF model: architecture, quant, size, context, offload support."""
+    from ra_lite.embedded import resolve_model
+    from ra_lite.engine import default_threads
+    from ra_lite.gguf_info import read_gguf_info
+
+    path, embedded = resolve_model(model)
+    details = read_gguf_info(path).to_dict()
+    try:
+        import llama_cpp
+        details["gpu_offload_supported"] = bool(llama_cpp.llama_supports_gpu_offload())
+        details["llama_cpp_python"] = llama_cpp.__version__
+    except ImportError:
+        details["gpu_offload_supported"] = None
+    details["default_threads"] = default_threads()
+    details["embedded_smoke_test_model"] = embedded
+    if as_json:
+        click.echo(json.dumps(details, indent=2))
+        return
+    for key, value in details.items():
+        if key == "size_bytes":
+            value = f"{value / 2**20:.1f} MiB"
+        elif key == "n_params":
+            value = f"{value / 1e6:.1f} M"
+        click.echo(f"{key:>26}: {value}")

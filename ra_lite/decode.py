@@ -1,0 +1,312 @@
+"""Constrained decoding that costs almost nothing over free decoding.
+
+Stock grammar sampling in llama-cpp-python checks every vocabulary entry against the grammar at
+every token (~150k checks/token for Qwen). We never need that:
+
+* Inside `<think>` the text is free: tokens come from llama.cpp's native sampler untouched. We only
+  watch for the end of the block (the `</think>` token or text), an end-of-generation token
+  (which would end the output too early, so it closes the block instead), and the user's budget.
+* The answer is forced text except at a few choice points (see grammar.py). Forced text is
+  collected as *text* and tokenized together with each option, so the model sees the tokens its
+  tokenizer would produce for the whole string; the tokens all options share are fed in one batch
+  (prefill speed), and the model's logits are read only for the handful of tokens where the
+  options differ. Those logits give, for free, the model's probability of each score.
+
+The same loop replays a given output (teacher forcing) to read another model's distributions at
+the same choice points, which is how mini-RABench measures a quant's damage.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from ra_lite.grammar import THINK_CLOSE, THINK_OPEN, AnswerGrammar, Choice, Forced
+
+# Text that closes a think block cut short by the budget, and what follows a closed block.
+BUDGET_CLOSE = "\n" + THINK_CLOSE + "\n\n"
+AFTER_THINK = "\n\n"
+
+
+class Engine(Protocol):
+    """What the decoder needs from a model runtime (LlamaEngine; fakes in tests)."""
+
+    def tokenize(self, text: str) -> list[int]: ...          # special tokens parsed, no BOS
+    def piece(self, token: int) -> bytes: ...                 # the token's bytes
+    def is_end_of_generation(self, token: int) -> bool: ...
+    def single_token(self, text: str) -> int | None: ...      # id if `text` is one special token
+    def start(self, prompt_tokens: list[int]) -> int: ...     # eval prompt, return tokens reused
+    def feed(self, tokens: list[int]) -> None: ...            # append and evaluate
+    def logits(self, token_ids: list[int]) -> np.ndarray: ... # last position, these ids only
+    def sample(self) -> int: ...                              # native sampler, last position
+
+
+@dataclass
+class SamplingSettings:
+    temperature: float = 0.1
+    top_p: float = 0.9
+    seed: int = 0
+
+
+@dataclass
+class ChoiceRecord:
+    """What the model chose at one choice point, and with what probabilities.
+
+    `options` are the distinct option texts; `probabilities` the model's distribution over them
+    (softmax of its logits restricted to them, temperature 1). Forced-by-replay choices record the
+    same distribution for the option the reference took.
+    """
+
+    kind: str
+    key: str
+    options: list[str]
+    probabilities: list[float]
+    chosen: str
+
+
+@dataclass
+class Forcing:
+    """A previous output to replay instead of sampling (teacher forcing)."""
+
+    think_tokens: list[int]
+    think_closing: str
+    scores: dict[str, int]
+    ranking: list[str]
+
+
+@dataclass
+class DecodeResult:
+    text: str                      # everything generated after the prompt
+    reasoning: str
+    scores: dict[str, int]         # masked names
+    ranking: list[str]
+    choices: list[ChoiceRecord]
+    think_tokens: list[int]        # the reasoning's own tokens (not the closing)
+    think_closing: str             # forced text from the end of reasoning to the answer
+    think_closed_by_model: bool    # False: the budget closed it (or thinking was off)
+    prompt_tokens: int
+    prompt_tokens_reused: int
+    answer_tokens: int
+    answer_tokens_evaluated: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class _Emitter:
+    """Accumulates forced text and feeds tokens lazily, so spans are tokenized as a whole."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.pending = ""
+        self.text_parts: list[str] = []
+        self.tokens_committed = 0
+        self.tokens_evaluated = 0
+        self._queue: list[int] = []
+
+    def force(self, text: str) -> None:
+        self.pending += text
+
+    def commit(self, tokens: list[int], text: str) -> None:
+        self._queue.extend(tokens)
+        self.text_parts.append(text)
+        self.tokens_committed += len(tokens)
+
+    def flush(self) -> None:
+        if self._queue:
+            self.engine.feed(self._queue)
+            self.tokens_evaluated += len(self._queue)
+            self._queue = []
+
+    def finish(self) -> None:
+        """The tail after the last choice is never evaluated: nothing reads its logits."""
+        if self.pending:
+            self.commit(self.engine.tokenize(self.pending), self.pending)
+            self.pending = ""
+
+    def decide(self, options: tuple[str, ...], pick, target: str | None = None
+               ) -> tuple[str, list[str], list[float]]:
+        """Resolve a choice among option texts; returns (option, distinct first texts, probs).
+
+        Each round tokenizes pending+option for every live option, commits the tokens they all
+        share, and lets `pick` choose among the first tokens where they differ — or, replaying,
+        takes the branch that leads to `target`.
+        """
+        live = {o: o for o in options}          # remaining text -> original option
+        first_options, first_probs = None, None
+        pending = self.pending
+        while True:
+            if len(live) == 1:
+                (rest, original), = live.items()
+                self.pending = pending + rest
+                return original, first_options, first_probs
+            tokenized = {rest: self.engine.tokenize(pending + rest) for rest in live}
+            shared = _common_prefix(list(tokenized.values()))
+            branch = {rest: toks[len(shared)] for rest, toks in tokenized.items()}
+            distinct = list(dict.fromkeys(branch.values()))
+            shared_text = self._text_of(shared)
+            self.commit(shared, shared_text)
+            self.flush()
+            logits = np.asarray(self.engine.logits(distinct), dtype=np.float64)
+            if target is None:
+                index = pick(logits)
+            else:
+                index = distinct.index(next(tok for rest, tok in branch.items()
+                                            if live[rest] == target))
+            probs = _softmax(logits)
+            token = distinct[index]
+            token_text = self._text_of([token])
+            if first_options is None:
+                labels = {}
+                for rest, tok in branch.items():
+                    labels.setdefault(tok, live[rest])
+                first_options = [labels[t] for t in distinct]
+                first_probs = probs.tolist()
+            self.commit([token], token_text)
+            consumed = len(shared_text) + len(token_text)
+            live = {(pending + rest)[consumed:]: original for rest, original in live.items()
+                    if branch[rest] == token}
+            pending = ""
+
+    def _text_of(self, tokens: list[int]) -> str:
+        return b"".join(self.engine.piece(t) for t in tokens).decode("utf-8")
+
+
+def _common_prefix(sequences: list[list[int]]) -> list[int]:
+    shortest = min(sequences, key=len)
+    for i, token in enumerate(shortest):
+        if any(seq[i] != token for seq in sequences):
+            return shortest[:i]
+    return list(shortest)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max())
+    return z / z.sum()
+
+
+def _picker(settings: SamplingSettings, rng: np.random.Generator):
+    """Choose among choice-point logits with the same temperature/top-p as free text."""
+
+    def pick(logits: np.ndarray) -> int:
+        if settings.temperature <= 0:
+            return int(np.argmax(logits))
+        probs = _softmax(logits / settings.temperature)
+        order = np.argsort(-probs)
+        keep = np.cumsum(probs[order]) - probs[order] < settings.top_p   # always keeps the top
+        kept = order[keep]
+        return int(rng.choice(kept, p=probs[kept] / probs[kept].sum()))
+
+    return pick
+
+
+def decode(engine: Engine, prompt_tokens: list[int], masked_names: list[str], *,
+           think_budget: int, prompt_opens_think: bool = False,
+           settings: SamplingSettings | None = None,
+           forcing: Forcing | None = None) -> DecodeResult:
+    """Generate one valid judgment (or replay `forcing`) after `prompt_tokens`.
+
+    think_budget: max tokens inside <think>; 0 turns thinking off (the prompt must then already
+    close or skip the block). prompt_opens_think: the chat template already emitted "<think>".
+    """
+    settings = settings or SamplingSettings()
+    rng = np.random.default_rng(settings.seed)
+    started = time.perf_counter()
+    reused = engine.start(prompt_tokens)
+    prefilled = time.perf_counter()
+
+    out = _Emitter(engine)
+    reasoning, think_tokens, closing, closed_by_model = "", [], "", False
+    if think_budget > 0:
+        if not prompt_opens_think:
+            out.force(THINK_OPEN + "\n")
+        out.finish()
+        out.flush()
+        reasoning, think_tokens, closing, closed_by_model = _think(engine, out, think_budget, forcing)
+    thought = time.perf_counter()
+
+    grammar = AnswerGrammar(masked_names)
+    pick = _picker(settings, rng)
+    records: list[ChoiceRecord] = []
+    for step in grammar.steps():
+        if isinstance(step, Forced):
+            out.force(step.text)
+            continue
+        target = None if forcing is None else _replay_target(step, forcing)
+        chosen, options, probs = out.decide(step.options, pick, target)
+        grammar.choose(chosen)
+        records.append(ChoiceRecord(step.kind, step.key, [o.strip().strip('"') for o in options],
+                                    probs, chosen.strip().strip('"')))
+    out.finish()
+    done = time.perf_counter()
+
+    return DecodeResult(
+        text="".join(out.text_parts), reasoning=reasoning, scores=dict(grammar.scores),
+        ranking=list(grammar.ranking), choices=records, think_tokens=think_tokens,
+        think_closing=closing, think_closed_by_model=closed_by_model, prompt_tokens=len(prompt_tokens),
+        prompt_tokens_reused=reused, answer_tokens=out.tokens_committed,
+        answer_tokens_evaluated=out.tokens_evaluated,
+        timings={"prefill_s": prefilled - started, "think_s": thought - prefilled,
+                 "answer_s": done - thought, "total_s": done - started},
+    )
+
+
+def _replay_target(step: Choice, forcing: Forcing) -> str:
+    """The option text the replayed output took at this choice."""
+    if step.kind == "score":
+        target = f" {forcing.scores[step.key]}"
+    else:
+        target = f'"{forcing.ranking[int(step.key)]}"'
+    if target not in step.options:
+        raise ValueError(f"the replayed output is not valid here ({step.kind} {step.key})")
+    return target
+
+
+def _think(engine: Engine, out: _Emitter, budget: int, forcing: Forcing | None):
+    """Free-running reasoning. Returns (reasoning, content tokens, closing text, closed by model).
+
+    The closing text is what follows the content up to the answer; it is forced (tokenized with
+    the answer's first text), so a replay reproduces it exactly from (tokens, closing text).
+    """
+    if forcing is not None:
+        tokens = list(forcing.think_tokens)
+        engine.feed(tokens)
+        text = b"".join(engine.piece(t) for t in tokens)
+        closing = forcing.think_closing
+        reasoning = _reasoning_text(text + closing.encode())
+    else:
+        tokens, text, closing, reasoning = _sample_thought(engine, budget)
+    out.text_parts.append(text.decode("utf-8", errors="replace"))
+    out.force(closing)
+    return reasoning, tokens, closing, closing != BUDGET_CLOSE
+
+
+def _sample_thought(engine: Engine, budget: int):
+    close_token = engine.single_token(THINK_CLOSE)
+    tag = THINK_CLOSE.encode()
+    tokens: list[int] = []
+    text = b""
+    while len(tokens) < budget:
+        token = engine.sample()
+        if token == close_token:
+            return tokens, text, THINK_CLOSE + AFTER_THINK, _reasoning_text(text)
+        if engine.is_end_of_generation(token):
+            break          # ending here would give no answer: close the block instead
+        piece = engine.piece(token)
+        at = (text + piece).find(tag)
+        if at != -1:
+            # The model spelled the closing tag over several tokens. Everything evaluated so far
+            # stays; the rest of the tag is forced instead of this token (which may carry text
+            # past the tag that would break the answer).
+            rest = (text + piece)[len(text):at + len(tag)].decode("utf-8", "replace")
+            return tokens, text, rest + AFTER_THINK, _reasoning_text((text + piece)[:at])
+        tokens.append(token)
+        text += piece
+        engine.feed([token])
+    return tokens, text, BUDGET_CLOSE, _reasoning_text(text)
+
+
+def _reasoning_text(raw: bytes) -> str:
+    text = raw.decode("utf-8", errors="replace")
+    return text.split(THINK_CLOSE)[0].strip()

@@ -1,0 +1,196 @@
+"""The llama.cpp runtime behind a local Judge (the only module that imports llama_cpp).
+
+One LlamaEngine holds one loaded model and one context. Successive judgments on it reuse the
+longest shared token prefix already in the KV cache (the chat header and system prompt always;
+the principle too when it repeats), so only the new part of each prompt is evaluated.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ra_lite.decode import SamplingSettings
+from ra_lite.errors import RaLiteError
+from ra_lite.gguf_info import GGUFInfo, read_gguf_info
+
+
+def default_threads() -> int:
+    """All available CPUs on small machines; half of them (one per core under SMT) on larger.
+
+    llama-cpp-python's own default (cpu_count // 2) gives a 2-core CI machine a single thread.
+    """
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        available = os.cpu_count() or 1
+    return available if available <= 4 else available // 2
+
+
+@dataclass(frozen=True)
+class OffloadDecision:
+    """How many layers go to the GPU, and why (shown to the user)."""
+
+    n_gpu_layers: int
+    reason: str
+
+
+def decide_offload(n_gpu_layers: int | str, gpu_build: bool, n_layers: int) -> OffloadDecision:
+    """'auto' puts every layer on the GPU when this llama.cpp build can offload, else none."""
+    if n_gpu_layers == "auto":
+        if gpu_build:
+            return OffloadDecision(-1, f"GPU: all {n_layers} layers offloaded (auto)")
+        return OffloadDecision(0, "CPU: this llama-cpp-python build has no GPU support "
+                                  "(see README: CUDA/Metal builds)")
+    try:
+        layers = int(n_gpu_layers)
+    except (TypeError, ValueError):
+        raise RaLiteError(f"n_gpu_layers must be 'auto' or an integer, not {n_gpu_layers!r}",
+                          "pass --n-gpu-layers auto, 0 (CPU) or a layer count (-1 = all)") from None
+    if layers != 0 and not gpu_build:
+        return OffloadDecision(0, f"CPU: {layers} GPU layers asked for, but this llama-cpp-python "
+                                  "build has no GPU support (see README: CUDA/Metal builds)")
+    if layers == 0:
+        return OffloadDecision(0, "CPU: GPU offload switched off (n_gpu_layers=0)")
+    shown = n_layers if layers < 0 or layers > n_layers else layers
+    return OffloadDecision(layers, f"GPU: {shown} of {n_layers} layers offloaded")
+
+
+class LlamaEngine:
+    """A loaded GGUF model and its context, with the primitives decode.py needs."""
+
+    def __init__(self, llm, info: GGUFInfo, offload: OffloadDecision, n_threads: int):
+        import llama_cpp
+
+        self._lib = llama_cpp
+        self.llm = llm
+        self.info = info
+        self.offload = offload
+        self.n_threads = n_threads
+        self.n_ctx = llm.n_ctx()
+        self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        self._pieces: dict[int, bytes] = {}
+        self._sampler = None
+
+    @classmethod
+    def load(cls, path: str | Path, *, n_ctx: int = 8192, n_gpu_layers: int | str = "auto",
+             n_threads: int | None = None, flash_attn: bool = True,
+             verbose: bool = False) -> "LlamaEngine":
+        info = read_gguf_info(path)
+        info.require_causal_lm()
+        try:
+            import llama_cpp
+        except ImportError as e:  # pragma: no cover - install problem
+            raise RaLiteError(f"llama-cpp-python is not installed ({e})",
+                              "run scripts/install.sh (see README)") from None
+        offload = decide_offload(n_gpu_layers, llama_cpp.llama_supports_gpu_offload(),
+                                 info.block_count or 0)
+        threads = n_threads or default_threads()
+        # A context longer than the model was trained on only wastes memory.
+        ctx = min(n_ctx, info.context_length) if info.context_length else n_ctx
+        try:
+            llm = llama_cpp.Llama(
+                model_path=str(path), n_ctx=ctx, n_batch=512, n_gpu_layers=offload.n_gpu_layers,
+                n_threads=threads, n_threads_batch=threads, flash_attn=flash_attn,
+                verbose=verbose,
+            )
+        except (ValueError, RuntimeError) as e:
+            raise RaLiteError(f"llama.cpp could not load {path} ({e})",
+                              "the file may be truncated or use an architecture this llama.cpp "
+                              "build does not know; run with --verbose to see llama.cpp's log"
+                              ) from None
+        return cls(llm, info, offload, threads)
+
+    # --- tokens -------------------------------------------------------------------------------
+    def tokenize(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def prompt_tokens(self, rendered: str) -> list[int]:
+        """Tokens for a rendered chat prompt, with BOS when the model wants one."""
+        tokens = self.tokenize(rendered)
+        if self.llm._model.add_bos_token():
+            bos = self.llm.token_bos()
+            if bos >= 0 and (not tokens or tokens[0] != bos):
+                tokens.insert(0, bos)
+        return tokens
+
+    def piece(self, token: int) -> bytes:
+        cached = self._pieces.get(token)
+        if cached is None:
+            size = 64
+            while True:
+                buf = ctypes.create_string_buffer(size)
+                n = self._lib.llama_token_to_piece(self._vocab, token, buf, size, 0, True)
+                if n >= 0:
+                    break
+                size = -n   # the buffer was too small; llama.cpp says how much it needs
+            cached = self._pieces[token] = buf.raw[:n]
+        return cached
+
+    def is_end_of_generation(self, token: int) -> bool:
+        return bool(self._lib.llama_vocab_is_eog(self._vocab, token))
+
+    def single_token(self, text: str) -> int | None:
+        tokens = self.tokenize(text)
+        return tokens[0] if len(tokens) == 1 else None
+
+    # --- evaluation ---------------------------------------------------------------------------
+    def start(self, prompt_tokens: list[int]) -> int:
+        """Evaluate a prompt, reusing the longest prefix already in the KV cache."""
+        cached = self.llm.input_ids[: self.llm.n_tokens]
+        reuse = 0
+        for a, b in zip(cached, prompt_tokens):
+            if a != b:
+                break
+            reuse += 1
+        # At least one token must be evaluated to have logits to sample from.
+        reuse = min(reuse, len(prompt_tokens) - 1)
+        self.llm.n_tokens = reuse
+        self.feed(prompt_tokens[reuse:])
+        return reuse
+
+    def feed(self, tokens: list[int]) -> None:
+        if self.llm.n_tokens + len(tokens) > self.n_ctx:
+            raise RaLiteError(f"the judgment outgrew the context ({self.n_ctx} tokens)",
+                              "raise --n-ctx or lower --think-budget")
+        self.llm.eval(tokens)
+
+    def logits(self, token_ids: list[int]) -> np.ndarray:
+        row = self._lib.llama_get_logits_ith(self.llm.ctx, -1)
+        return np.array([row[t] for t in token_ids], dtype=np.float32)
+
+    def set_sampling(self, settings: SamplingSettings) -> None:
+        """A fresh native sampler chain for one judgment (its RNG then advances token by token).
+
+        Order as in Hugging Face's generate (the official runtime): temperature, top-k 50, top-p.
+        """
+        from llama_cpp._internals import LlamaSampler
+
+        sampler = LlamaSampler()
+        if settings.temperature <= 0:
+            sampler.add_greedy()
+        else:
+            sampler.add_temp(settings.temperature)
+            sampler.add_top_k(50)
+            sampler.add_top_p(settings.top_p, 1)
+            sampler.add_dist(settings.seed & 0xFFFFFFFF)
+        self._sampler = sampler
+
+    def sample(self) -> int:
+        return self._sampler.sample(self.llm._ctx, -1)
+
+    def describe(self) -> str:
+        return f"{self.info.path.name} ({self.info.quant}, {self.offload.reason}, " \
+               f"{self.n_threads} threads, n_ctx {self.n_ctx})"
+
+    def close(self) -> None:
+        self.llm.close()
+
+
+def print_notice(message: str) -> None:
+    print(f"ra-lite: {message}", file=sys.stderr)

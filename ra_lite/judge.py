@@ -1,0 +1,232 @@
+"""The Judge: principle + prompt + responses in, a valid Judgment out.
+
+A Judge delegates generation to a backend: LocalBackend (llama.cpp, this module) or any object
+with the same `generate(chat, options)` method (ra_lite.testing.FakeBackend in tests). The Judge
+itself does what every backend shares: validating the request, masking names with the official
+seed-42 shuffle, and mapping the result back to the caller's names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterable, Iterator, Protocol
+
+from ra_lite.chat_template import CHATML_FALLBACK, render_chat
+from ra_lite.defaults import DEFAULT_N_CTX, DEFAULT_TEMPERATURE, DEFAULT_THINK_BUDGET, DEFAULT_TOP_P
+from ra_lite.decode import DecodeResult, Forcing, SamplingSettings, decode
+from ra_lite.embedded import EMBEDDED_NOTICE, resolve_model
+from ra_lite.errors import RaLiteError
+from ra_lite.grammar import render_answer
+from ra_lite.judgment import Comparison, Judgment, Timings, TokenCounts
+from ra_lite.prompt import ChatPrompt, build_chat_prompt
+from ra_lite.request import JudgeRequest
+
+
+
+@dataclass(frozen=True)
+class JudgeOptions:
+    """Generation settings. The official runtime samples at temperature 0.1, top-p 0.9.
+
+    think_budget: the most tokens the reasoning may take before ra-lite closes it; 0 turns
+    thinking off (the paper reports ~8 accuracy points lost without it).
+    """
+
+    think_budget: int = DEFAULT_THINK_BUDGET
+    temperature: float = DEFAULT_TEMPERATURE
+    top_p: float = DEFAULT_TOP_P
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.think_budget < 0:
+            raise RaLiteError(f"think budget {self.think_budget} is negative",
+                              "use 0 to turn thinking off, or a positive token count")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise RaLiteError("temperature must be >= 0 and top_p in (0, 1]",
+                              "e.g. temperature 0.1, top_p 0.9 (the official settings)")
+
+    @property
+    def sampling(self) -> SamplingSettings:
+        return SamplingSettings(self.temperature, self.top_p, self.seed)
+
+
+class Backend(Protocol):
+    description: str
+
+    def generate(self, chat: ChatPrompt, options: JudgeOptions,
+                 forcing: Forcing | None = None) -> DecodeResult: ...
+
+
+class LocalBackend:
+    """RewardAnything (or any chat GGUF) on llama.cpp, with ra-lite's constrained decoder."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.description = engine.describe()
+        info = engine.info
+        self.template = info.chat_template or CHATML_FALLBACK
+        self.template_is_fallback = info.chat_template is None
+        self._answer_reserve: dict[int, int] = {}
+
+    def render(self, chat: ChatPrompt, thinking: bool) -> str:
+        return render_chat(self.template, chat.messages, enable_thinking=thinking,
+                           bos_token=self._special_text("bos"), eos_token=self._special_text("eos"))
+
+    def _special_text(self, which: str) -> str:
+        llm = self.engine.llm
+        token = llm.token_bos() if which == "bos" else llm.token_eos()
+        return self.engine.piece(token).decode("utf-8", "replace") if token >= 0 else ""
+
+    def generate(self, chat: ChatPrompt, options: JudgeOptions,
+                 forcing: Forcing | None = None) -> DecodeResult:
+        thinking = options.think_budget > 0
+        rendered = self.render(chat, thinking)
+        prompt_tokens = self.engine.prompt_tokens(rendered)
+        self._check_fits(prompt_tokens, chat.masked_names, options.think_budget)
+        self.engine.set_sampling(options.sampling)
+        return decode(self.engine, prompt_tokens, chat.masked_names,
+                      think_budget=options.think_budget,
+                      prompt_opens_think=rendered.rstrip().endswith("<think>"),
+                      settings=options.sampling, forcing=forcing)
+
+    def _check_fits(self, prompt_tokens: list[int], names: list[str], think_budget: int) -> None:
+        """Refuse up front what cannot fit, instead of truncating the prompt like the official
+        runtime does (it silently cut prompts to 4096 tokens)."""
+        n = len(names)
+        if n not in self._answer_reserve:
+            # The longest answer: its token count plus room for the think-block closing text.
+            longest = render_answer({k: 5 for k in names}, list(names))
+            self._answer_reserve[n] = len(self.engine.tokenize(longest)) + 16
+        answer = self._answer_reserve[n]
+        needed = len(prompt_tokens) + think_budget + answer
+        n_ctx = self.engine.n_ctx
+        if needed <= n_ctx:
+            return
+        trained = self.engine.info.context_length
+        room = f"raise --n-ctx (this model was trained on up to {trained})" if trained and \
+            trained > n_ctx else "shorten the responses"
+        raise RaLiteError(
+            f"the request needs {needed} tokens (prompt {len(prompt_tokens)} + think budget "
+            f"{think_budget} + answer {answer}) but the context holds {n_ctx}",
+            f"{room}, or lower --think-budget")
+
+
+class Judge:
+    """Judges responses against a principle. Create with ra_lite.load()."""
+
+    def __init__(self, backend: Backend, options: JudgeOptions | None = None,
+                 model_name: str = ""):
+        self.backend = backend
+        self.options = options or JudgeOptions()
+        self.model_name = model_name or getattr(backend, "description", "")
+
+    def judge(self, principle: str, prompt: str, responses: dict[str, str] | list,
+              *, think_budget: int | None = None, temperature: float | None = None,
+              top_p: float | None = None, seed: int | None = None) -> Judgment:
+        request = JudgeRequest.create(principle, prompt, responses)
+        overrides = {k: v for k, v in dict(think_budget=think_budget, temperature=temperature,
+                                           top_p=top_p, seed=seed).items() if v is not None}
+        return self.judge_request(request, replace(self.options, **overrides))
+
+    def judge_request(self, request: JudgeRequest, options: JudgeOptions | None = None,
+                      forcing_from: Judgment | None = None) -> Judgment:
+        options = options or self.options
+        chat = build_chat_prompt(request.principle, request.prompt, request.responses)
+        forcing = _forcing(forcing_from, chat) if forcing_from is not None else None
+        result = self.backend.generate(chat, options, forcing)
+        return _to_judgment(result, chat, self.model_name)
+
+    def judge_many(self, requests: Iterable[JudgeRequest | dict],
+                   options: JudgeOptions | None = None) -> Iterator[Judgment]:
+        """Judgments in request order, one at a time (each reuses the cached prompt prefix)."""
+        for request in requests:
+            if isinstance(request, dict):
+                request = JudgeRequest.from_dict(request)
+            yield self.judge_request(request, options)
+
+    def compare(self, principle: str, prompt: str, a: str, b: str, **kwargs) -> Comparison:
+        """Which of two responses the principle prefers (named "a" and "b")."""
+        judgment = self.judge(principle, prompt, {"a": a, "b": b}, **kwargs)
+        return Comparison(winner=judgment.best, score_a=judgment.scores["a"],
+                          score_b=judgment.scores["b"], judgment=judgment)
+
+    def replay(self, request: JudgeRequest, reference: Judgment,
+               options: JudgeOptions | None = None) -> Judgment:
+        """Teacher-force another model's judgment through this model: same output, this model's
+        probabilities at every choice point (for measuring a quant against its reference)."""
+        # Thinking on/off and its length follow the reference, whatever this judge's defaults.
+        thought = bool(reference.think_closing)
+        budget = max(len(reference.think_token_ids), 1) if thought else 0
+        options = replace(options or self.options, think_budget=budget)
+        return self.judge_request(request, options, forcing_from=reference)
+
+    def close(self) -> None:
+        engine = getattr(self.backend, "engine", None)
+        if engine is not None:
+            engine.close()
+
+    def __enter__(self) -> "Judge":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _forcing(reference: Judgment, chat: ChatPrompt) -> Forcing:
+    if set(reference.masked_to_real.values()) != set(chat.masked_to_real.values()):
+        raise RaLiteError("the reference judgment is for other responses",
+                          "replay a judgment of the same request")
+    real_to_masked = {real: masked for masked, real in chat.masked_to_real.items()}
+    return Forcing(think_tokens=reference.think_token_ids, think_closing=reference.think_closing,
+                   scores={real_to_masked[k]: v for k, v in reference.scores.items()},
+                   ranking=[real_to_masked[k] for k in reference.ranking])
+
+
+def _to_judgment(result: DecodeResult, chat: ChatPrompt, model: str) -> Judgment:
+    real = chat.masked_to_real
+    probabilities = None
+    score_records = [c for c in result.choices if c.kind == "score"]
+    if score_records and all(len(c.options) == 5 for c in score_records):
+        probabilities = {}
+        for record in score_records:
+            by_digit = dict(zip(record.options, record.probabilities))
+            probabilities[real[record.key]] = [by_digit[d] for d in "12345"]
+    return Judgment(
+        scores={real[k]: v for k, v in result.scores.items()},
+        ranking=[real[k] for k in result.ranking],
+        reasoning=result.reasoning,
+        raw_text=result.text,
+        masked_to_real=dict(real),
+        score_probabilities=probabilities,
+        think_truncated=bool(result.think_tokens or result.think_closing)
+        and not result.think_closed_by_model,
+        tokens=TokenCounts(prompt=result.prompt_tokens, prompt_reused=result.prompt_tokens_reused,
+                           think=len(result.think_tokens), answer=result.answer_tokens,
+                           answer_evaluated=result.answer_tokens_evaluated),
+        timings=Timings(**result.timings) if result.timings else Timings(),
+        model=model,
+        think_token_ids=list(result.think_tokens),
+        think_closing=result.think_closing,
+    )
+
+
+def load(model: str | Path | None = None, *, n_ctx: int = DEFAULT_N_CTX, n_gpu_layers: int | str = "auto",
+         n_threads: int | None = None, flash_attn: bool = True, verbose: bool = False,
+         options: JudgeOptions | None = None, notify=None) -> Judge:
+    """Load a GGUF judge. model=None uses the embedded smoke-test model (not a real judge).
+
+    notify: called with one-line notices (which model, offload decision); default: stderr.
+    """
+    from ra_lite.engine import LlamaEngine, print_notice
+
+    notify = notify or print_notice
+    path, embedded = resolve_model(model)
+    if embedded:
+        notify(EMBEDDED_NOTICE)
+    engine = LlamaEngine.load(path, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads,
+                              flash_attn=flash_attn, verbose=verbose)
+    notify(f"model {engine.describe()}")
+    backend = LocalBackend(engine)
+    if backend.template_is_fallback:
+        notify("the GGUF has no chat template; using ChatML (Qwen3's format)")
+    return Judge(backend, options, model_name=path.name)

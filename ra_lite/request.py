@@ -1,0 +1,88 @@
+"""A judgment request, checked before any model time is spent on it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ra_lite.errors import RaLiteError
+
+
+@dataclass(frozen=True)
+class JudgeRequest:
+    principle: str
+    prompt: str
+    responses: dict[str, str]   # caller's name -> response text, in the caller's order
+
+    @classmethod
+    def create(cls, principle: Any, prompt: Any, responses: Any) -> "JudgeRequest":
+        for field, value in (("principle", principle), ("prompt", prompt)):
+            if not isinstance(value, str):
+                raise RaLiteError(f"the {field} must be a string, not {type(value).__name__}",
+                                  f"pass the {field} as text")
+            if not value.strip():
+                raise RaLiteError(f"the {field} is empty",
+                                  f"give a {field}: the judge scores responses against it")
+        return cls(principle, prompt, normalize_responses(responses))
+
+    @classmethod
+    def from_dict(cls, obj: Any) -> "JudgeRequest":
+        """From a request object: {"principle", "prompt", "responses"} (extra keys allowed)."""
+        if not isinstance(obj, dict):
+            raise RaLiteError(f"a request must be a JSON object, not {type(obj).__name__}",
+                              'write {"principle": ..., "prompt": ..., "responses": {...}}')
+        missing = [k for k in ("principle", "prompt", "responses") if k not in obj]
+        if missing:
+            raise RaLiteError(f"the request has no {', '.join(missing)}",
+                              'write {"principle": ..., "prompt": ..., "responses": {...}}')
+        return cls.create(obj["principle"], obj["prompt"], obj["responses"])
+
+
+def normalize_responses(responses: Any) -> dict[str, str]:
+    """Accept {name: text}, [text, ...] (named response-1..N) or [{"name", "text"}, ...]."""
+    if isinstance(responses, dict):
+        pairs = list(responses.items())
+    elif isinstance(responses, (list, tuple)):
+        pairs = []
+        for i, item in enumerate(responses, 1):
+            if isinstance(item, dict) and "name" in item:
+                pairs.append((item["name"], item.get("text", item.get("response"))))
+            else:
+                pairs.append((f"response-{i}", item))
+    else:
+        raise RaLiteError(f"responses must be an object or a list, not {type(responses).__name__}",
+                          'write "responses": {"name": "text", ...}')
+    if not pairs:
+        raise RaLiteError("there are no responses to judge", "give at least one response")
+    result: dict[str, str] = {}
+    for name, text in pairs:
+        if not isinstance(name, str) or not name:
+            raise RaLiteError(f"response name {name!r} is not a non-empty string",
+                              "name each response with text")
+        if name in result:
+            raise RaLiteError(f"two responses are named {name!r}", "give each response its own name")
+        if not isinstance(text, str):
+            raise RaLiteError(f"response {name!r} is a {type(text).__name__}, not a string",
+                              "pass each response as text (serialize structured output first)")
+        result[name] = text
+    return result
+
+
+def reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json object_pairs_hook: a repeated key is an error, not a silent overwrite."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise RaLiteError(f"the JSON has the key {key!r} twice",
+                              "give each response its own name")
+        seen[key] = value
+    return seen
+
+
+def loads_request_json(text: str, where: str) -> Any:
+    try:
+        return json.loads(text, object_pairs_hook=reject_duplicate_keys)
+    except json.JSONDecodeError as e:
+        raise RaLiteError(f"{where} is not valid JSON ({e.msg}, line {e.lineno} column {e.colno})",
+                          "fix the JSON") from None
