@@ -153,7 +153,12 @@ class Judge:
     def replay(self, request: JudgeRequest, reference: Judgment,
                options: JudgeOptions | None = None) -> Judgment:
         """Teacher-force another model's judgment through this model: same output, this model's
-        probabilities at every choice point (for measuring a quant against its reference)."""
+        probabilities at every choice point (for measuring a quant against its reference).
+
+        The reasoning is fed as one batch, and llama.cpp's numerics depend on batching, so a
+        replay through the *same* model is bit-identical to other replays but only close to the
+        sampled run. Compare models replay against replay: then a model against itself is 0.
+        """
         # Thinking on/off and its length follow the reference, whatever this judge's defaults.
         thought = bool(reference.think_closing)
         budget = max(len(reference.think_token_ids), 1) if thought else 0
