@@ -8,6 +8,7 @@ as one `error: <problem> — <fix>` line with exit status 2; a failed quality ga
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -21,18 +22,31 @@ from ra_lite.errors import RaLiteError
 LAZY_COMMANDS = {
     "convert": "ra_lite.convert.cli:convert_command",
     "quantize": "ra_lite.convert.cli:quantize_command",
+    "bench": "ra_lite.bench.cli:bench_command",
+    "pull": "ra_lite.serve.cli:pull_command",
+    "serve": "ra_lite.serve.cli:serve_command",
+    "doctor": "ra_lite.serve.cli:doctor_command",
 }
 
 EXIT_BAD_INPUT = 2
 EXIT_GATE_FAILED = 1
 
 
+def _lazy_available(name: str) -> bool:
+    module = LAZY_COMMANDS[name].split(":")[0]
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
-        return sorted([*super().list_commands(ctx), *LAZY_COMMANDS])
+        lazy = [name for name in LAZY_COMMANDS if _lazy_available(name)]
+        return sorted([*super().list_commands(ctx), *lazy])
 
     def get_command(self, ctx, name):
-        if name in LAZY_COMMANDS:
+        if name in LAZY_COMMANDS and _lazy_available(name):
             module, attr = LAZY_COMMANDS[name].split(":")
             return getattr(importlib.import_module(module), attr)
         return super().get_command(ctx, name)
