@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from functools import lru_cache
 
 from ra_lite.errors import RaLiteError
 
@@ -25,9 +26,9 @@ def _raise(message: str):
                       "use a GGUF whose template accepts a system and a user message")
 
 
-def render_chat(template: str, messages: list[dict[str, str]], *, enable_thinking: bool,
-                bos_token: str = "", eos_token: str = "") -> str:
-    from jinja2 import TemplateError
+@lru_cache(maxsize=8)
+def _compile(template: str):
+    """Compiling a template takes ~20 ms; a judge renders the same one for every request."""
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
@@ -35,8 +36,15 @@ def render_chat(template: str, messages: list[dict[str, str]], *, enable_thinkin
         value, ensure_ascii=False, indent=indent)
     env.globals["raise_exception"] = _raise
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    return env.from_string(template)
+
+
+def render_chat(template: str, messages: list[dict[str, str]], *, enable_thinking: bool,
+                bos_token: str = "", eos_token: str = "") -> str:
+    from jinja2 import TemplateError
+
     try:
-        return env.from_string(template).render(
+        return _compile(template).render(
             messages=messages, add_generation_prompt=True, enable_thinking=enable_thinking,
             bos_token=bos_token, eos_token=eos_token, tools=None)
     except TemplateError as e:
