@@ -50,6 +50,17 @@ class Judgment:
         return {name: sum((i + 1) * p for i, p in enumerate(probs))
                 for name, probs in self.score_probabilities.items()}
 
+    def to_record(self) -> dict:
+        """Every field, losslessly (for caches); the inverse of from_record()."""
+        return asdict(self)
+
+    @classmethod
+    def from_record(cls, record: dict) -> "Judgment":
+        fields = dict(record)
+        fields["tokens"] = TokenCounts(**fields["tokens"])
+        fields["timings"] = Timings(**fields["timings"])
+        return cls(**fields)
+
     def to_dict(self) -> dict:
         """The official RewardAnything response shape, plus ra-lite's details under "ra_lite"."""
         details = {

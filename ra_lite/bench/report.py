@@ -1,0 +1,174 @@
+"""mini-RABench reports: results.json (machine-readable), report.md and plot.png."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ra_lite.bench import metrics
+from ra_lite.bench.cache import BenchSettings
+from ra_lite.bench.dataset import BenchItem
+from ra_lite.bench.run import Agreement, ModelResults, item_results
+
+
+def model_section(model: ModelResults, items: list[BenchItem], role: str,
+                  agreement: Agreement | None) -> dict:
+    results = item_results(model, items)
+    summary = metrics.aggregate(results, by=("category", "domain", "tags"))
+    predictions = []
+    for item in items:
+        record = model.records[item.id]
+        judgment = record["judgment"]
+        predictions.append({
+            "id": item.id,
+            "scores": judgment["scores"] if judgment else None,
+            "best-to-worst": judgment["ranking"] if judgment else None,
+            "valid": judgment is not None,
+            "error": record.get("error"),
+            "think_tokens": judgment["tokens"]["think"] if judgment else None,
+            "think_truncated": judgment["think_truncated"] if judgment else None,
+        })
+    section = {
+        "label": model.label, "role": role, "path": model.path, "sha256": model.sha256,
+        "quant": model.quant, "size_bytes": model.size_bytes,
+        "embedded_smoke_test_model": model.embedded,
+        "aggregates": summary.overall.to_dict(),
+        "by_category": {k: v.to_dict() for k, v in sorted(summary.groups["category"].items())},
+        "by_domain": {k: v.to_dict() for k, v in sorted(summary.groups["domain"].items())},
+        "by_tag": {k: v.to_dict() for k, v in sorted(summary.groups["tags"].items())},
+        "predictions": predictions,
+    }
+    if agreement is not None:
+        section["agreement_with_reference"] = agreement.to_dict()
+    return section
+
+
+def build_report(sections: list[dict], items: list[BenchItem], data_source: str,
+                 problems: list, settings: BenchSettings) -> dict:
+    import llama_cpp
+
+    from ra_lite import __version__
+
+    return {
+        "ra_lite": __version__,
+        "llama_cpp_python": llama_cpp.__version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "data": {"source": data_source, "n_items": len(items),
+                 "skipped_lines": [{"line": p.line, "message": p.message} for p in problems]},
+        "settings": settings.to_dict(),
+        "models": sections,
+    }
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def _f(x, digits=3) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def markdown(report: dict) -> str:
+    s = report["settings"]
+    lines = [
+        f"# mini-RABench: {report['data']['source']} ({report['data']['n_items']} items)",
+        "",
+        f"ra-lite {report['ra_lite']}, llama-cpp-python {report['llama_cpp_python']}, "
+        f"{report['created']}. Think budget {s['think_budget']}, temperature {s['temperature']}, "
+        f"seed {s['seed']}.",
+        "",
+        "| model | role | quant | size MiB | valid % | pairwise acc % | Kendall τ-b | NDCG | top-1 % "
+        "| exact % | agree w/ ref % | τ vs ref | score MAE | same scores+rank % | mean KLD | same top score % |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for m in report["models"]:
+        a, g = m["aggregates"], m.get("agreement_with_reference") or {}
+        lines.append(
+            f"| {m['label']} | {m['role']} | {m['quant']} | {m['size_bytes'] / 2**20:.0f} | "
+            f"{_pct(a['valid_rate'])} | {_pct(a['pairwise_accuracy'])} | {_f(a['kendall_tau'])} | "
+            f"{_f(a['ndcg'])} | {_pct(a['top1_accuracy'])} | {_pct(a['exact_ranking'])} | "
+            f"{_pct(g.get('pairwise_agreement'))} | {_f(g.get('kendall_tau'))} | "
+            f"{_f(g.get('score_mae'))} | {_pct(g.get('exact_match_rate'))} | "
+            f"{_f(g.get('mean_kld'), 5)} | {_pct(g.get('same_top_score_rate'))} |")
+    categories = sorted({c for m in report["models"] for c in m["by_category"]})
+    lines += ["", "Pairwise accuracy (%) by principle category:", "",
+              "| model | " + " | ".join(categories) + " |",
+              "|---|" + "---|" * len(categories)]
+    for m in report["models"]:
+        row = [_pct(m["by_category"].get(c, {}).get("pairwise_accuracy")) for c in categories]
+        lines.append(f"| {m['label']} | " + " | ".join(row) + " |")
+    with_ref = [m for m in report["models"] if m.get("agreement_with_reference")]
+    if with_ref:
+        lines += ["", "Mean KL divergence (reference ‖ model) at score positions, by category:", "",
+                  "| model | " + " | ".join(categories) + " |", "|---|" + "---|" * len(categories)]
+        for m in with_ref:
+            by = m["agreement_with_reference"]["by_category"]
+            lines.append(f"| {m['label']} | " +
+                         " | ".join(_f(by.get(c, {}).get("mean_kld"), 5) for c in categories) + " |")
+    if any(m["embedded_smoke_test_model"] for m in report["models"]):
+        lines += ["", "Note: the embedded SmolLM2-135M model is a smoke-test model, not a judge; "
+                      "its accuracy says nothing about RewardAnything."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict, path: Path) -> bool:
+    """Accuracy and KLD per model and category. False (and no file) without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    import numpy as np
+
+    models = report["models"]
+    categories = sorted({c for m in models for c in m["by_category"]})
+    has_ref = any(m.get("agreement_with_reference") for m in models)
+    fig, axes = plt.subplots(1, 2 if has_ref else 1, figsize=(13 if has_ref else 7, 4.5),
+                             squeeze=False)
+    width = 0.8 / max(len(models), 1)
+    x = np.arange(len(categories) + 1)
+    labels = ["overall", *categories]
+    for i, m in enumerate(models):
+        values = [m["aggregates"]["pairwise_accuracy"]] + \
+                 [m["by_category"].get(c, {}).get("pairwise_accuracy") for c in categories]
+        axes[0][0].bar(x + i * width, [100 * (v or 0) for v in values], width, label=m["label"])
+    axes[0][0].set_title("pairwise accuracy vs ground truth (%)")
+    axes[0][0].axhline(50, color="grey", lw=0.8, ls="--")
+    if has_ref:
+        for i, m in enumerate(models):
+            g = m.get("agreement_with_reference")
+            if not g:
+                continue
+            values = [g["mean_kld"]] + [g["by_category"].get(c, {}).get("mean_kld") for c in categories]
+            axes[0][1].bar(x + i * width, [v or 0 for v in values], width, label=m["label"])
+        axes[0][1].set_title("mean KL(reference ‖ model) at score positions (nats)")
+    for ax in axes[0]:
+        ax.set_xticks(x + width * (len(models) - 1) / 2, labels, rotation=20)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"mini-RABench ({report['data']['source']}, {report['data']['n_items']} items)")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return True
+
+
+def write_outputs(report: dict, directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in (("results.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n"),
+                       ("report.md", markdown(report))):
+        path = directory / name
+        tmp = path.with_name(f".{name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+        written.append(path)
+    if plot(report, directory / "plot.png"):
+        written.append(directory / "plot.png")
+    return written

@@ -1,0 +1,216 @@
+"""Run mini-RABench: judge every item with each model, score against ground truth, and measure
+each model against a reference model.
+
+Against the reference, decisions (scores, rankings) are compared directly, and the damage that
+has not yet flipped a decision is measured as a KL divergence at the score positions. For that the
+reference's own output is teacher-forced through both models (`Judge.replay`) and their
+distributions over "1".."5" are compared position by position. Both sides are replays, so they are
+computed the same way (llama.cpp's numerics depend on batching) and a model against itself gives 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ra_lite.bench.cache import BenchSettings, ResultCache
+from ra_lite.bench.dataset import BenchItem, LoadResult, load_items
+from ra_lite.bench import metrics
+from ra_lite.errors import RaLiteError
+from ra_lite.judgment import Judgment
+from ra_lite.request import JudgeRequest
+
+
+@dataclass
+class ModelResults:
+    """One model's judgments of every item (as cached records) and what they score."""
+
+    label: str
+    path: str
+    sha256: str
+    quant: str
+    size_bytes: int
+    embedded: bool
+    records: dict[str, dict]                      # item id -> cache record
+    replays: dict[str, dict] = field(default_factory=dict)  # item id -> replay of the reference
+
+    def judgment(self, item_id: str) -> Judgment | None:
+        record = self.records[item_id]["judgment"]
+        return Judgment.from_record(record) if record else None
+
+
+@dataclass
+class Agreement:
+    """A model against the reference model (decisions and distributions)."""
+
+    pairwise_agreement: float
+    kendall_tau: float
+    score_mae: float
+    exact_match_rate: float
+    mean_kld: float                 # KL(reference || model) at score positions, nats
+    same_top_score_rate: float      # both give the same most likely score
+    n_items: int
+    n_score_positions: int
+    by_category: dict[str, dict] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        out = {k: _num(v) for k, v in self.__dict__.items() if k != "by_category"}
+        out["by_category"] = self.by_category
+        return out
+
+
+def _num(x):
+    return None if isinstance(x, float) and math.isnan(x) else x
+
+
+def _mean(values: list[float]) -> float:
+    values = [v for v in values if not math.isnan(v)]
+    return sum(values) / len(values) if values else math.nan
+
+
+def evaluate_model(model: str | None, items: list[BenchItem], settings: BenchSettings,
+                   cache: ResultCache, *, reference: ModelResults | None = None,
+                   is_reference: bool = False, notify: Callable[[str], None] = print,
+                   progress: Callable | None = None) -> ModelResults:
+    """Judge (or read from the cache) every item; with `reference`, also replay its outputs.
+
+    is_reference: replay this model's own outputs through itself (the other side of the KLD),
+    in the same model load.
+    """
+    from ra_lite.embedded import resolve_model
+    from ra_lite.gguf_info import read_gguf_info
+
+    path, embedded = resolve_model(model)
+    info = read_gguf_info(path)
+    info.require_causal_lm()
+    sha = cache.model_sha256(path)
+    results = ModelResults(label=path.name, path=str(path), sha256=sha, quant=info.quant,
+                           size_bytes=info.size_bytes, embedded=embedded, records={})
+    judge = None
+
+    def loaded():
+        nonlocal judge
+        if judge is None:
+            from ra_lite.judge import load
+
+            judge = load(path, n_ctx=settings.n_ctx, notify=notify)
+        return judge
+
+    options = _options(settings)
+    todo = []
+    for item in items:
+        cached = cache.get_judgment(sha, settings, item.id)
+        if cached is None:
+            todo.append(item)
+        else:
+            results.records[item.id] = cached
+    steps = progress(todo, f"judging with {path.name}") if progress and todo else todo
+    for item in steps:
+        request = JudgeRequest.create(item.principle, item.prompt, item.responses)
+        try:
+            judgment = loaded().judge_request(request, options)
+            results.records[item.id] = cache.put_judgment(sha, settings, item.id, judgment)
+        except RaLiteError as e:   # e.g. an item too long for the context: invalid, recorded
+            results.records[item.id] = cache.put_judgment(sha, settings, item.id, None,
+                                                          e.one_line())
+    if is_reference:
+        reference = results
+    if reference is not None:
+        _replay_reference(results, reference, items, settings, cache, loaded, progress)
+    if judge is not None:
+        judge.close()
+    return results
+
+
+def _options(settings: BenchSettings):
+    from ra_lite.judge import JudgeOptions
+
+    return JudgeOptions(think_budget=settings.think_budget, temperature=settings.temperature,
+                        top_p=settings.top_p, seed=settings.seed)
+
+
+def _replay_reference(results: ModelResults, reference: ModelResults, items: list[BenchItem],
+                      settings: BenchSettings, cache: ResultCache, loaded, progress) -> None:
+    todo = []
+    for item in items:
+        if reference.judgment(item.id) is None:
+            continue
+        cached = cache.get_replay(results.sha256, settings, reference.sha256, item.id)
+        if cached is None:
+            todo.append(item)
+        else:
+            results.replays[item.id] = cached
+    steps = progress(todo, f"replaying reference through {results.label}") \
+        if progress and todo else todo
+    for item in steps:
+        request = JudgeRequest.create(item.principle, item.prompt, item.responses)
+        replayed = loaded().replay(request, reference.judgment(item.id), _options(settings))
+        results.replays[item.id] = cache.put_replay(results.sha256, settings, reference.sha256,
+                                                    item.id, replayed.score_probabilities or {})
+
+
+def item_results(model: ModelResults, items: list[BenchItem]) -> list[metrics.ItemResult]:
+    out = []
+    for item in items:
+        judgment = model.judgment(item.id)
+        scored = metrics.score_item(item.scores, judgment.scores if judgment else None,
+                                    judgment.ranking if judgment else None)
+        out.append(metrics.ItemResult(item.id, item.category, item.domain, scored,
+                                      tuple(item.tags)))
+    return out
+
+
+def agreement(model: ModelResults, reference: ModelResults, items: list[BenchItem]) -> Agreement:
+    per_item: list[tuple[str, dict]] = []
+    for item in items:
+        ref, pred = reference.judgment(item.id), model.judgment(item.id)
+        if ref is None or pred is None:
+            continue
+        row = {
+            "agree": metrics.pairwise_agreement(ref.scores, ref.ranking, pred.scores, pred.ranking),
+            "tau": metrics.kendall_tau(ref.ranking, pred.ranking) if len(ref.ranking) > 1 else math.nan,
+            "mae": metrics.score_mae(ref.scores, pred.scores),
+            "exact": float(metrics.exact_match({"scores": ref.scores, "best-to-worst": ref.ranking},
+                                               {"scores": pred.scores, "best-to-worst": pred.ranking})),
+            "kld": [], "same_top": [],
+        }
+        p_all = reference.replays.get(item.id, {}).get("score_probabilities", {})
+        q_all = model.replays.get(item.id, {}).get("score_probabilities", {})
+        for name, p in p_all.items():
+            q = q_all.get(name)
+            if q:
+                row["kld"].append(metrics.kl_divergence(p, q))
+                row["same_top"].append(float(max(range(5), key=p.__getitem__) ==
+                                             max(range(5), key=q.__getitem__)))
+        per_item.append((item.category, row))
+
+    def summarize(rows: list[dict]) -> dict:
+        pairs = sum(r["agree"].total for r in rows)
+        klds = [k for r in rows for k in r["kld"]]
+        tops = [t for r in rows for t in r["same_top"]]
+        return {
+            "pairwise_agreement": sum(r["agree"].correct for r in rows) / pairs if pairs else math.nan,
+            "kendall_tau": _mean([r["tau"] for r in rows]),
+            "score_mae": _mean([r["mae"] for r in rows]),
+            "exact_match_rate": _mean([r["exact"] for r in rows]),
+            "mean_kld": _mean(klds), "same_top_score_rate": _mean(tops),
+            "n_items": len(rows), "n_score_positions": len(klds),
+        }
+
+    overall = summarize([row for _, row in per_item])
+    by_category = {}
+    for category in sorted({c for c, _ in per_item}):
+        by_category[category] = {k: _num(v) for k, v in
+                                 summarize([r for c, r in per_item if c == category]).items()}
+    return Agreement(**overall, by_category=by_category)
+
+
+def load_bench_items(data: str, notify: Callable[[str], None]) -> LoadResult:
+    loaded = load_items(data)
+    for problem in loaded.problems:
+        notify(f"skipping line {problem.line} of {data}: {problem.message}")
+    if not loaded.items:
+        raise RaLiteError(f"no usable items in {data}", "fix the lines reported above")
+    return loaded
