@@ -150,7 +150,8 @@ def main() -> None:
         judge = ra_lite.load(model, n_threads=args.threads, notify=lambda m: print(m, file=sys.stderr))
         engine = judge.backend.engine
         chat = build_chat_prompt(PRINCIPLE, PROMPT, RESPONSES)
-        thinking_prompt = engine.prompt_tokens(judge.backend.render(chat, True))
+        contents = [m["content"] for m in chat.messages]
+        thinking_prompt = engine.prompt_tokens(judge.backend.render(chat, True), contents)
         answer_len = judge.judge(PRINCIPLE, PROMPT, RESPONSES, think_budget=0).tokens.answer
         n = args.tokens
         results = {
@@ -164,7 +165,7 @@ def main() -> None:
             "stock_grammar_with_thinking": stock_grammar(judge, thinking_prompt, chat.masked_names,
                                                          True, n + answer_len),
             "stock_grammar_answer_only": stock_grammar(
-                judge, engine.prompt_tokens(judge.backend.render(chat, False)), chat.masked_names,
+                judge, engine.prompt_tokens(judge.backend.render(chat, False), contents), chat.masked_names,
                 False, answer_len + 8),
             "latency": latency(judge, think_budget=0),
         }

@@ -53,13 +53,12 @@ def download(repo_id: str, revision: str | None) -> Path:
         from huggingface_hub import snapshot_download
     except ImportError as err:
         raise RaLiteError("huggingface-hub is not installed", "pip install huggingface-hub") from err
-    try:
+    from ra_lite.hub import hub_errors
+
+    with hub_errors(repo_id, revision=revision, kind="model repository",
+                    retry="or download the checkpoint yourself and pass its directory",
+                    offline_alternative="pass a local checkpoint directory"):
         return Path(snapshot_download(repo_id=repo_id, revision=revision, allow_patterns=HUB_ALLOW_PATTERNS))
-    except Exception as err:  # network, auth, missing repo/revision: all reported the same way
-        raise RaLiteError(f"could not download {repo_id}@{revision or 'main'} from the Hugging Face Hub "
-                          f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})",
-                          "check the repo id, revision and network, or download it yourself and pass the "
-                          "directory") from err
 
 
 def resolve_source(src: str | Path, revision: str | None = None, source_repo: str | None = None,

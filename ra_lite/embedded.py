@@ -37,7 +37,11 @@ def embedded_model_path() -> Path:
 
 
 def resolve_model(model: str | Path | None) -> tuple[Path, bool]:
-    """(path to a GGUF file, whether it is the embedded smoke-test model)."""
-    if model is None or str(model) == "":
-        return embedded_model_path(), True
-    return Path(model).expanduser(), False
+    """(path to a GGUF file, whether it is the embedded smoke-test model).
+
+    `model` may also be a registry name (rewardanything-8b:Q4_K_M) or hf://owner/repo/file.gguf;
+    see ra_lite.model_ref.
+    """
+    from ra_lite.model_ref import resolve_model as resolve_reference
+
+    return resolve_reference(model)

@@ -40,13 +40,29 @@ class OffloadDecision:
     reason: str
 
 
-def decide_offload(n_gpu_layers: int | str, gpu_build: bool, n_layers: int) -> OffloadDecision:
-    """'auto' puts every layer on the GPU when this llama.cpp build can offload, else none."""
+def decide_offload(n_gpu_layers: int | str, gpu_build: bool, n_layers: int,
+                   fit=None) -> OffloadDecision:
+    """'auto' offloads what fits in free GPU memory on a build that can offload, else nothing.
+
+    fit: a ra_lite.offload.VramFit (how many layers fit the probed devices); None when device
+    memory is unknown, and then 'auto' offloads every layer (a failed load retries with fewer).
+    """
     if n_gpu_layers == "auto":
-        if gpu_build:
+        if not gpu_build:
+            return OffloadDecision(0, "CPU: this llama-cpp-python build has no GPU support "
+                                      "(see README: CUDA/Metal builds)")
+        if fit is None:
             return OffloadDecision(-1, f"GPU: all {n_layers} layers offloaded (auto)")
-        return OffloadDecision(0, "CPU: this llama-cpp-python build has no GPU support "
-                                  "(see README: CUDA/Metal builds)")
+        need, free = _gib(fit.needed_all_bytes), _gib(fit.free_bytes)
+        if fit.all_fit:
+            return OffloadDecision(-1, f"GPU: all {n_layers} layers offloaded (auto: needs {need} "
+                                       f"of {free} free on {fit.device})")
+        if fit.layers <= 0:
+            return OffloadDecision(0, f"CPU: auto found {free} free on {fit.device}, not enough "
+                                      f"for one layer ({_gib(fit.per_layer_bytes)}) plus headroom")
+        return OffloadDecision(fit.layers, f"GPU: {fit.layers} of {n_layers} layers offloaded "
+                                           f"(auto: {free} free on {fit.device}, all would need "
+                                           f"{need})")
     try:
         layers = int(n_gpu_layers)
     except (TypeError, ValueError):
@@ -59,6 +75,10 @@ def decide_offload(n_gpu_layers: int | str, gpu_build: bool, n_layers: int) -> O
         return OffloadDecision(0, "CPU: GPU offload switched off (n_gpu_layers=0)")
     shown = n_layers if layers < 0 or layers > n_layers else layers
     return OffloadDecision(layers, f"GPU: {shown} of {n_layers} layers offloaded")
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
 
 
 class LlamaEngine:
@@ -76,11 +96,14 @@ class LlamaEngine:
         self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
         self._pieces: dict[int, bytes] = {}
         self._sampler = None
+        self._prompt_tokenizer = None
 
     @classmethod
     def load(cls, path: str | Path, *, n_ctx: int = 8192, n_gpu_layers: int | str = "auto",
              n_threads: int | None = None, flash_attn: bool = True,
-             verbose: bool = False) -> "LlamaEngine":
+             verbose: bool = False, notify=None) -> "LlamaEngine":
+        from ra_lite.offload import load_with_fallback, plan_offload
+
         info = read_gguf_info(path)
         info.require_causal_lm()
         try:
@@ -88,17 +111,24 @@ class LlamaEngine:
         except ImportError as e:  # pragma: no cover - install problem
             raise RaLiteError(f"llama-cpp-python is not installed ({e})",
                               "run scripts/install.sh (see README)") from None
-        offload = decide_offload(n_gpu_layers, llama_cpp.llama_supports_gpu_offload(),
-                                 info.block_count or 0)
         threads = n_threads or default_threads()
         # A context longer than the model was trained on only wastes memory.
         ctx = min(n_ctx, info.context_length) if info.context_length else n_ctx
-        try:
-            llm = llama_cpp.Llama(
-                model_path=str(path), n_ctx=ctx, n_batch=512, n_gpu_layers=offload.n_gpu_layers,
+        gpu_build = bool(llama_cpp.llama_supports_gpu_offload())
+        fit = plan_offload(path, ctx) if n_gpu_layers == "auto" and gpu_build else None
+        offload = decide_offload(n_gpu_layers, gpu_build, info.block_count or 0, fit=fit)
+
+        def load(layers: int):
+            return llama_cpp.Llama(
+                model_path=str(path), n_ctx=ctx, n_batch=512, n_gpu_layers=layers,
                 n_threads=threads, n_threads_batch=threads, flash_attn=flash_attn,
                 verbose=verbose,
             )
+
+        try:
+            # An out-of-memory load on the GPU retries with half the layers, finally the CPU.
+            llm, offload = load_with_fallback(load, offload, info.block_count or 0,
+                                              notify or print_notice)
         except (ValueError, RuntimeError) as e:
             raise RaLiteError(f"llama.cpp could not load {path} ({e})",
                               "the file may be truncated or use an architecture this llama.cpp "
@@ -110,9 +140,16 @@ class LlamaEngine:
     def tokenize(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
-    def prompt_tokens(self, rendered: str) -> list[int]:
-        """Tokens for a rendered chat prompt, with BOS when the model wants one."""
-        tokens = self.tokenize(rendered)
+    def prompt_tokens(self, rendered: str, contents: list[str]) -> list[int]:
+        """Tokens for a rendered chat prompt, with BOS when the model wants one.
+
+        contents: the messages' texts; they never become control tokens (see prompt_tokens.py).
+        """
+        if self._prompt_tokenizer is None:
+            from ra_lite.prompt_tokens import PromptTokenizer
+
+            self._prompt_tokenizer = PromptTokenizer(self.llm)
+        tokens = self._prompt_tokenizer.tokenize(rendered, contents)
         if self.llm._model.add_bos_token():
             bos = self.llm.token_bos()
             if bos >= 0 and (not tokens or tokens[0] != bos):

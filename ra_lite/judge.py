@@ -81,7 +81,7 @@ class LocalBackend:
                  forcing: Forcing | None = None) -> DecodeResult:
         thinking = options.think_budget > 0
         rendered = self.render(chat, thinking)
-        prompt_tokens = self.engine.prompt_tokens(rendered)
+        prompt_tokens = self.engine.prompt_tokens(rendered, [m["content"] for m in chat.messages])
         self._check_fits(prompt_tokens, chat.masked_names, options.think_budget)
         self.engine.set_sampling(options.sampling)
         return decode(self.engine, prompt_tokens, chat.masked_names,
@@ -229,7 +229,7 @@ def load(model: str | Path | None = None, *, n_ctx: int = DEFAULT_N_CTX, n_gpu_l
     if embedded:
         notify(EMBEDDED_NOTICE)
     engine = LlamaEngine.load(path, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads,
-                              flash_attn=flash_attn, verbose=verbose)
+                              flash_attn=flash_attn, verbose=verbose, notify=notify)
     notify(f"model {engine.describe()}")
     backend = LocalBackend(engine)
     if backend.template_is_fallback:

@@ -15,7 +15,7 @@ from ra_lite.errors import RaLiteError
 
 def test_test_writer_matches_the_safetensors_package(tmp_path):
     # Our fixture writer must produce real safetensors files, or every other test proves nothing.
-    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    import safetensors.numpy as safetensors_numpy
     a = np.arange(12, dtype=np.float32).reshape(3, 4)
     b = np.linspace(-2, 2, 10).astype(np.float16)
     write_safetensors(tmp_path / "model.safetensors", {"a": ("F32", a), "b": ("F16", b)})
@@ -25,7 +25,7 @@ def test_test_writer_matches_the_safetensors_package(tmp_path):
 
 
 def test_reads_files_written_by_the_safetensors_package(tmp_path):
-    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    import safetensors.numpy as safetensors_numpy
     rng = np.random.default_rng(0)
     tensors = {"x": rng.standard_normal((5, 7)).astype(np.float32), "y": rng.standard_normal(9).astype(np.float16)}
     safetensors_numpy.save_file(tensors, str(tmp_path / "model.safetensors"))

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -298,48 +297,15 @@ def quick_ids() -> list[str]:
     return list(json.loads(_bundled_text(QUICK_FILE))["ids"])
 
 
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def _hub_download(repo_id: str, filename: str) -> str:
     from huggingface_hub import hf_hub_download  # optional path: import only when a Hub id is given
-    from huggingface_hub.utils import (
-        EntryNotFoundError, GatedRepoError, HfHubHTTPError, HFValidationError, LocalEntryNotFoundError,
-        OfflineModeIsEnabled, RepositoryNotFoundError,
-    )
 
-    where = f"{repo_id}:{filename}"
-    try:
-        # hf_hub_download itself honours HF_HUB_OFFLINE: it then only looks in the local cache.
+    from ra_lite.hub import hub_errors
+
+    # hf_hub_download itself honours HF_HUB_OFFLINE: it then only looks in the local cache.
+    with hub_errors(repo_id, file=filename, kind="dataset",
+                    retry="or pass a local .jsonl path", offline_alternative="pass a local .jsonl path"):
         return hf_hub_download(repo_id, filename, repo_type="dataset")
-    # Order matters: LocalEntryNotFoundError subclasses EntryNotFoundError, and GatedRepoError
-    # subclasses RepositoryNotFoundError.
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as e:
-        if _hub_offline() or isinstance(e, OfflineModeIsEnabled):
-            raise RaLiteError(
-                f"Hub offline mode is on (HF_HUB_OFFLINE) and {where} is not in the local cache",
-                "unset HF_HUB_OFFLINE and download it once while online, or pass a local .jsonl path",
-            ) from e
-        raise RaLiteError(
-            f"could not download {where} from the Hub, and it is not in the local cache",
-            "check the network connection (or HF_ENDPOINT), or pass a local .jsonl path",
-        ) from e
-    except GatedRepoError as e:
-        raise RaLiteError(f"Hub dataset {repo_id!r} is gated",
-                          "accept its terms on the Hub and log in with `hf auth login`") from e
-    except RepositoryNotFoundError as e:
-        raise RaLiteError(f"Hub dataset {repo_id!r} was not found (or is private)",
-                          "check the dataset id, or log in with `hf auth login` if it is private") from e
-    except EntryNotFoundError as e:
-        raise RaLiteError(f"Hub dataset {repo_id!r} has no file {filename!r}",
-                          f"name the file as {repo_id}:path/to/file.jsonl") from e
-    except HFValidationError as e:
-        raise RaLiteError(f"{repo_id!r} is not a valid Hub dataset id ({e})",
-                          "use owner/name, optionally followed by :path/to/file.jsonl") from e
-    except HfHubHTTPError as e:
-        raise RaLiteError(f"the Hub refused the download of {where} ({e})",
-                          "check the dataset id and your access, or pass a local .jsonl path") from e
 
 
 def load_items(source: str) -> LoadResult:
