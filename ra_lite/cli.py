@@ -201,7 +201,9 @@ def format_judgment(result) -> str:
     for rank, name in enumerate(result.ranking, 1):
         exp = f"{expected[name]:.2f}" if name in expected else "-"
         lines.append(f"{rank:<5} {name:<{width}}  {result.scores[name]:>5}  {exp:>8}")
-    note = " (reasoning cut at the think budget)" if result.think_truncated else ""
+    note = {"budget": " (reasoning cut at the think budget)",
+            "end_of_generation": " (the model stopped mid-reasoning; ra-lite closed the block)",
+            }.get(result.think_end, "")
     lines.append(f"{result.timings.total_s:.1f}s, {result.tokens.think} reasoning tokens{note}")
     return "\n".join(lines)
 

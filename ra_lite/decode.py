@@ -86,12 +86,17 @@ class DecodeResult:
     choices: list[ChoiceRecord]
     think_tokens: list[int]        # the reasoning's own tokens (not the closing)
     think_closing: str             # forced text from the end of reasoning to the answer
-    think_closed_by_model: bool    # False: the budget closed it (or thinking was off)
+    think_end: str                 # why reasoning ended: off, model, budget, end_of_generation,
+                                   # or replayed
     prompt_tokens: int
     prompt_tokens_reused: int
     answer_tokens: int
     answer_tokens_evaluated: int
     timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def think_closed_by_model(self) -> bool:
+        return self.think_end == "model"
 
 
 class _Emitter:
@@ -217,13 +222,13 @@ def decode(engine: Engine, prompt_tokens: list[int], masked_names: list[str], *,
     prefilled = time.perf_counter()
 
     out = _Emitter(engine)
-    reasoning, think_tokens, closing, closed_by_model = "", [], "", False
+    reasoning, think_tokens, closing, think_end = "", [], "", "off"
     if think_budget > 0:
         if not prompt_opens_think:
             out.force(THINK_OPEN + "\n")
         out.finish()
         out.flush()
-        reasoning, think_tokens, closing, closed_by_model = _think(engine, out, think_budget, forcing)
+        reasoning, think_tokens, closing, think_end = _think(engine, out, think_budget, forcing)
     thought = time.perf_counter()
 
     grammar = AnswerGrammar(masked_names)
@@ -244,7 +249,7 @@ def decode(engine: Engine, prompt_tokens: list[int], masked_names: list[str], *,
     return DecodeResult(
         text="".join(out.text_parts), reasoning=reasoning, scores=dict(grammar.scores),
         ranking=list(grammar.ranking), choices=records, think_tokens=think_tokens,
-        think_closing=closing, think_closed_by_model=closed_by_model, prompt_tokens=len(prompt_tokens),
+        think_closing=closing, think_end=think_end, prompt_tokens=len(prompt_tokens),
         prompt_tokens_reused=reused, answer_tokens=out.tokens_committed,
         answer_tokens_evaluated=out.tokens_evaluated,
         timings={"prefill_s": prefilled - started, "think_s": thought - prefilled,
@@ -264,7 +269,7 @@ def _replay_target(step: Choice, forcing: Forcing) -> str:
 
 
 def _think(engine: Engine, out: _Emitter, budget: int, forcing: Forcing | None):
-    """Free-running reasoning. Returns (reasoning, content tokens, closing text, closed by model).
+    """Free-running reasoning. Returns (reasoning, content tokens, closing text, why it ended).
 
     The closing text is what follows the content up to the answer; it is forced (tokenized with
     the answer's first text), so a replay reproduces it exactly from (tokens, closing text).
@@ -275,11 +280,12 @@ def _think(engine: Engine, out: _Emitter, budget: int, forcing: Forcing | None):
         text = b"".join(engine.piece(t) for t in tokens)
         closing = forcing.think_closing
         reasoning = _reasoning_text(text + closing.encode())
+        end = "replayed"
     else:
-        tokens, text, closing, reasoning = _sample_thought(engine, budget)
+        tokens, text, closing, reasoning, end = _sample_thought(engine, budget)
     out.text_parts.append(text.decode("utf-8", errors="replace"))
     out.force(closing)
-    return reasoning, tokens, closing, closing != BUDGET_CLOSE
+    return reasoning, tokens, closing, end
 
 
 def _sample_thought(engine: Engine, budget: int):
@@ -290,9 +296,10 @@ def _sample_thought(engine: Engine, budget: int):
     while len(tokens) < budget:
         token = engine.sample()
         if token == close_token:
-            return tokens, text, THINK_CLOSE + AFTER_THINK, _reasoning_text(text)
+            return tokens, text, THINK_CLOSE + AFTER_THINK, _reasoning_text(text), "model"
         if engine.is_end_of_generation(token):
-            break          # ending here would give no answer: close the block instead
+            # Ending here would give no answer: close the block instead.
+            return tokens, text, BUDGET_CLOSE, _reasoning_text(text), "end_of_generation"
         piece = engine.piece(token)
         at = (text + piece).find(tag)
         if at != -1:
@@ -300,11 +307,11 @@ def _sample_thought(engine: Engine, budget: int):
             # stays; the rest of the tag is forced instead of this token (which may carry text
             # past the tag that would break the answer).
             rest = (text + piece)[len(text):at + len(tag)].decode("utf-8", "replace")
-            return tokens, text, rest + AFTER_THINK, _reasoning_text((text + piece)[:at])
+            return tokens, text, rest + AFTER_THINK, _reasoning_text((text + piece)[:at]), "model"
         tokens.append(token)
         text += piece
         engine.feed([token])
-    return tokens, text, BUDGET_CLOSE, _reasoning_text(text)
+    return tokens, text, BUDGET_CLOSE, _reasoning_text(text), "budget"
 
 
 def _reasoning_text(raw: bytes) -> str:

@@ -203,8 +203,8 @@ def _to_judgment(result: DecodeResult, chat: ChatPrompt, model: str) -> Judgment
         raw_text=result.text,
         masked_to_real=dict(real),
         score_probabilities=probabilities,
-        think_truncated=bool(result.think_tokens or result.think_closing)
-        and not result.think_closed_by_model,
+        think_truncated=result.think_end == "budget",
+        think_end=result.think_end,
         tokens=TokenCounts(prompt=result.prompt_tokens, prompt_reused=result.prompt_tokens_reused,
                            think=len(result.think_tokens), answer=result.answer_tokens,
                            answer_evaluated=result.answer_tokens_evaluated),

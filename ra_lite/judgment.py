@@ -31,6 +31,7 @@ class Judgment:
     masked_to_real: dict[str, str]              # model-k -> caller's name
     score_probabilities: dict[str, list[float]] | None = None   # caller's name -> P(1..5)
     think_truncated: bool = False               # the think budget closed the reasoning
+    think_end: str = ""                         # off, model, budget, end_of_generation, replayed
     tokens: TokenCounts = field(default_factory=TokenCounts)
     timings: Timings = field(default_factory=Timings)
     model: str = ""
@@ -69,6 +70,7 @@ class Judgment:
             "score_probabilities": self.score_probabilities,
             "expected_scores": self.expected_scores,
             "think_truncated": self.think_truncated,
+            "think_end": self.think_end,
             "tokens": asdict(self.tokens),
             "timings": asdict(self.timings),
             "model": self.model,

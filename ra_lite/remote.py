@@ -177,7 +177,8 @@ class RemoteBackend:
         done = time.perf_counter()
         return DecodeResult(
             text=text, reasoning=reasoning, scores=scores, ranking=ranking, choices=[],
-            think_tokens=think_ids, think_closing=closing, think_closed_by_model=closed,
+            think_tokens=think_ids, think_closing=closing,
+            think_end=("model" if closed else "budget") if closing else "off",
             prompt_tokens=first.prompt_tokens, prompt_tokens_reused=first.cached_tokens,
             answer_tokens=answer_tokens, answer_tokens_evaluated=answer_tokens,
             timings={"prefill_s": 0.0, "think_s": thought_at - started,

@@ -51,7 +51,7 @@ class FakeBackend:
             text=text, reasoning=reasoning, scores=scores, ranking=ranking,
             choices=[ChoiceRecord("score", k, [str(v)], [1.0], str(v)) for k, v in scores.items()],
             think_tokens=[], think_closing=THINK_CLOSE if closed else "",
-            think_closed_by_model=closed and BUDGET_CLOSE not in text,
+            think_end=("budget" if BUDGET_CLOSE in text else "model") if closed else "off",
             prompt_tokens=0, prompt_tokens_reused=0, answer_tokens=0, answer_tokens_evaluated=0,
             timings={"prefill_s": 0.0, "think_s": 0.0, "answer_s": 0.0, "total_s": 0.0},
         )

@@ -35,6 +35,8 @@ def test_outputs_vary_with_the_seed():
 def test_think_budget_bounds_the_reasoning_and_closes_the_block():
     result = run(FakeEngine(1), 3, budget=5)
     assert len(result.think_tokens) <= 5
+    assert result.think_end in ("budget", "model", "end_of_generation")
+    assert (result.think_end == "budget") == (len(result.think_tokens) == 5)
     assert result.text.startswith("<think>\n")
     assert result.text.count(THINK_CLOSE) == 1
     if not result.think_closed_by_model:
@@ -50,7 +52,7 @@ def test_thinking_off_emits_only_the_answer():
 def test_end_of_generation_inside_reasoning_closes_it_instead_of_ending():
     engine = FakeEngine(3, eog_bias=50.0)
     result = run(engine, 3, budget=50)
-    assert result.think_tokens == [] and not result.think_closed_by_model
+    assert result.think_tokens == [] and result.think_end == "end_of_generation"
     parse_answer(result.text, names(3))
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from ra_lite.judgment import Judgment
 
 # Bump when the prompt, grammar or decoder change what a model would output for the same settings.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2   # 2: records say why reasoning ended (think_end)
 
 
 @dataclass(frozen=True)
