@@ -94,7 +94,6 @@ def stock_grammar(judge, prompt_tokens: list[int], masked_names: list[str], thin
 
     llm = judge.backend.engine.llm
     grammar = LlamaGrammar.from_string(to_gbnf(masked_names, thinking), verbose=False)
-    prefix = judge.backend.engine.tokenize("<think>\n") if thinking else []
     judge.backend.engine.start(prompt_tokens)     # same cached prompt as the other paths
     started = time.perf_counter()
     out = llm.create_completion(prompt=prompt_tokens, grammar=grammar, max_tokens=max_tokens,
@@ -107,7 +106,6 @@ def stock_grammar(judge, prompt_tokens: list[int], masked_names: list[str], thin
         problem = None
     except AnswerError as e:
         problem = str(e)
-    del prefix
     return {"tokens": n, "seconds": elapsed, "tokens_per_s": n / elapsed, "valid": problem is None,
             "problem": problem, "finish_reason": out["choices"][0]["finish_reason"],
             "text_tail": text[-160:]}

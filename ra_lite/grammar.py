@@ -191,25 +191,25 @@ def to_gbnf(masked_names: list[str], thinking: bool = True) -> str:
     lines.append('score ::= " " [1-5]')
     names = [f'"\\"{name}\\""' for name in masked_names]
     if n <= GBNF_MAX_PERMUTATION:
-        lines.extend(_permutation_rules(names))
+        lines.append("ranking ::= perm-0")
+        lines.extend(permutation_rules(names, "perm"))
     else:
         lines.append("name ::= " + " | ".join(names))
         lines.append('ranking ::= name' + ' ", " name' * (n - 1))
     return "\n".join(lines) + "\n"
 
 
-def _permutation_rules(names: list[str]) -> list[str]:
-    """rule perm-<mask>: the names not yet used (bit set = used), each once, comma-separated."""
-    n = len(names)
-    full = (1 << n) - 1
-    rules = ["ranking ::= perm-0"]
+def permutation_rules(names: list[str], rule: str) -> list[str]:
+    """GBNF rules `<rule>-<mask>` deriving each of `names` (GBNF literals) exactly once,
+    comma-separated; bit i of mask set = names[i] already used. Start symbol: `<rule>-0`."""
+    full = (1 << len(names)) - 1
+    rules = []
     for used in range(full):
         alts = []
         for i, name in enumerate(names):
             if used >> i & 1:
                 continue
             nxt = used | 1 << i
-            tail = "" if nxt == full else f' ", " perm-{nxt}'
-            alts.append(f"{name}{tail}")
-        rules.append(f"perm-{used} ::= " + " | ".join(alts))
+            alts.append(name if nxt == full else f'{name} ", " {rule}-{nxt}')
+        rules.append(f"{rule}-{used} ::= " + " | ".join(alts))
     return rules

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from itertools import groupby
 
-from ra_lite.grammar import GBNF_MAX_PERMUTATION, render_answer
+from ra_lite.grammar import GBNF_MAX_PERMUTATION, permutation_rules, render_answer
 
 SCORES_END = '},\n  "best-to-worst": ['
 RANKING_END = "]\n}"
@@ -87,15 +87,7 @@ def ranking_gbnf(scores: dict[str, int]) -> str:
             parts.append(quoted[0])
             continue
         parts.append(f"g{g}-0")
-        full = (1 << len(group)) - 1
-        for used in range(full):
-            alts = []
-            for i, name in enumerate(quoted):
-                if used >> i & 1:
-                    continue
-                nxt = used | 1 << i
-                alts.append(name if nxt == full else f'{name} ", " g{g}-{nxt}')
-            rules.append(f"g{g}-{used} ::= " + " | ".join(alts))
+        rules.extend(permutation_rules(quoted, f"g{g}"))
     root = "root ::= " + ' ", " '.join(parts) + " " + gbnf_literal(RANKING_END)
     return "\n".join([root, *rules]) + "\n"
 
