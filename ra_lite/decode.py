@@ -301,7 +301,10 @@ def _sample_thought(engine: Engine, budget: int):
             # Ending here would give no answer: close the block instead.
             return tokens, text, BUDGET_CLOSE, _reasoning_text(text), "end_of_generation"
         piece = engine.piece(token)
-        at = (text + piece).find(tag)
+        # Only a tag that ends in this token is new: search the tail, not all the reasoning.
+        tail_start = max(0, len(text) - len(tag) + 1)
+        at = (text[tail_start:] + piece).find(tag)
+        at = at + tail_start if at != -1 else -1
         if at != -1:
             # The model spelled the closing tag over several tokens. Everything evaluated so far
             # stays; the rest of the tag is forced instead of this token (which may carry text
