@@ -63,7 +63,7 @@ def build_qwen_shaped(directory: Path) -> Path:
 
 
 def free_decode(judge, prompt_tokens: list[int], n: int) -> dict:
-    from ra_lite.decode import SamplingSettings
+    from ra_lite.runtime.decode import SamplingSettings
 
     engine = judge.backend.engine
     engine.set_sampling(SamplingSettings(temperature=0.1, top_p=0.9, seed=0))

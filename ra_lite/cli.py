@@ -260,9 +260,9 @@ def format_summary(summary, output: Path) -> str:
 @click.option("--json", "as_json", is_flag=True)
 def info(model, as_json):
     """Describe a GGUF model: architecture, quant, size, context, offload support."""
-    from ra_lite.embedded import resolve_model
-    from ra_lite.engine import default_threads
-    from ra_lite.gguf_info import read_gguf_info
+    from ra_lite.pull import resolve_model
+    from ra_lite.runtime.devices import default_threads
+    from ra_lite.runtime.gguf_info import read_gguf_info
 
     path, embedded = resolve_model(model)
     details = read_gguf_info(path).to_dict()

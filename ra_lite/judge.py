@@ -14,8 +14,8 @@ from typing import Iterable, Iterator, Protocol
 
 from ra_lite.chat_template import CHATML_FALLBACK, render_chat
 from ra_lite.defaults import DEFAULT_N_CTX, DEFAULT_TEMPERATURE, DEFAULT_THINK_BUDGET, DEFAULT_TOP_P
-from ra_lite.decode import DecodeResult, Forcing, SamplingSettings, decode
-from ra_lite.embedded import EMBEDDED_NOTICE, resolve_model
+from ra_lite.runtime.decode import DecodeResult, Forcing, SamplingSettings, decode
+from ra_lite.embedded import EMBEDDED_NOTICE
 from ra_lite.errors import RaLiteError
 from ra_lite.grammar import render_answer
 from ra_lite.judgment import Comparison, Judgment, Timings, TokenCounts
@@ -222,7 +222,8 @@ def load(model: str | Path | None = None, *, n_ctx: int = DEFAULT_N_CTX, n_gpu_l
 
     notify: called with one-line notices (which model, offload decision); default: stderr.
     """
-    from ra_lite.engine import LlamaEngine, print_notice
+    from ra_lite.pull import resolve_model
+    from ra_lite.runtime.engine import LlamaEngine, print_notice
 
     notify = notify or print_notice
     path, embedded = resolve_model(model)

@@ -120,17 +120,3 @@ def parse_model_ref(model: str | Path | None, registry: str | Path | None = None
     return ModelRef("registry", text, name=entry.name, quant=quant,
                     repo=artifact.repo if artifact else None, file=artifact.file if artifact else None,
                     revision=artifact.revision if artifact else None)
-
-
-def resolve_model(model: str | Path | None, registry: str | Path | None = None) -> tuple[Path, bool]:
-    """(path to a GGUF file, whether it is the embedded smoke-test model).
-
-    Registry names and hf:// references are fetched into the Hugging Face cache when missing
-    (checksum-verified, see ra_lite.pull) and found there offline afterwards.
-    """
-    ref = parse_model_ref(model, registry)
-    if ref.kind in ("embedded", "path"):
-        return ref.path, ref.kind == "embedded"
-    from ra_lite.pull import pull
-
-    return pull(ref.text, registry=registry).path, False

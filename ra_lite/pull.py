@@ -241,3 +241,15 @@ def build_from_source(entry, quant: str, *, keep_f16: bool = False, progress: bo
     if produced != target:   # quantize names outputs itself; keep ours stable for resolve_model
         os.replace(produced, target)
     return target
+
+
+def resolve_model(model: str | Path | None, registry: str | Path | None = None) -> tuple[Path, bool]:
+    """(path to a GGUF file, whether it is the embedded smoke-test model).
+
+    Registry names and hf:// references are fetched into the Hugging Face cache when missing
+    (checksum-verified, see ra_lite.pull) and found there offline afterwards.
+    """
+    ref = parse_model_ref(model, registry)
+    if ref.kind in ("embedded", "path"):
+        return ref.path, ref.kind == "embedded"
+    return pull(ref.text, registry=registry).path, False

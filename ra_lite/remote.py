@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ra_lite.chat_template import render_chat
-from ra_lite.decode import AFTER_THINK, BUDGET_CLOSE, DecodeResult
+from ra_lite.runtime.decode import AFTER_THINK, BUDGET_CLOSE, DecodeResult
 from ra_lite.errors import RaLiteError
 from ra_lite.grammar import THINK_CLOSE, THINK_OPEN, AnswerError, parse_answer
 from ra_lite.remote_grammar import (RANKING_END, choice_gbnf, forced_ranking, parse_ranking,

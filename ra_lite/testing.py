@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ra_lite.decode import BUDGET_CLOSE, ChoiceRecord, DecodeResult
+from ra_lite.runtime.decode import BUDGET_CLOSE, ChoiceRecord, DecodeResult
 from ra_lite.grammar import THINK_CLOSE, parse_answer, render_answer
 
 

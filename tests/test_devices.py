@@ -6,10 +6,10 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from ra_lite.devices import (DeviceReport, GpuDevice, cpu_features, cpu_model, metal_budget_fraction,
+from ra_lite.runtime.devices import (DeviceReport, GpuDevice, cpu_features, cpu_model, metal_budget_fraction,
                              parse_nvidia_smi, probe_cuda, probe_metal)
-from ra_lite.engine import OffloadDecision, decide_offload
-from ra_lite.offload import (HEADROOM_BYTES, ModelFootprint, fit_layers, gpu_budget,
+from ra_lite.runtime.offload import OffloadDecision, decide_offload
+from ra_lite.runtime.offload import (HEADROOM_BYTES, ModelFootprint, fit_layers, gpu_budget,
                              kv_bytes_per_layer, load_with_fallback, plan_offload, read_footprint)
 
 GIB, MIB = 1 << 30, 1 << 20

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ra_lite.engine import decide_offload
+from ra_lite.runtime.offload import decide_offload
 from ra_lite.errors import RaLiteError
 
 

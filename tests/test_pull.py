@@ -13,7 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from ra_lite.errors import RaLiteError
-from ra_lite.model_ref import parse_model_ref, resolve_model
+from ra_lite.model_ref import parse_model_ref
+from ra_lite.pull import resolve_model
 from ra_lite.pull import pull
 from tests.support.fake_hub import COMMIT, FakeHub
 

@@ -78,8 +78,8 @@ def evaluate_model(model: str | None, items: list[BenchItem], settings: BenchSet
     is_reference: replay this model's own outputs through itself (the other side of the KLD),
     in the same model load.
     """
-    from ra_lite.embedded import resolve_model
-    from ra_lite.gguf_info import read_gguf_info
+    from ra_lite.pull import resolve_model
+    from ra_lite.runtime.gguf_info import read_gguf_info
 
     path, embedded = resolve_model(model)
     info = read_gguf_info(path)

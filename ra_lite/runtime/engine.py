@@ -8,77 +8,16 @@ the principle too when it repeats), so only the new part of each prompt is evalu
 from __future__ import annotations
 
 import ctypes
-import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ra_lite.decode import SamplingSettings
+from ra_lite.runtime.decode import SamplingSettings
 from ra_lite.errors import RaLiteError
-from ra_lite.gguf_info import GGUFInfo, read_gguf_info
-
-
-def default_threads() -> int:
-    """All available CPUs on small machines; half of them (one per core under SMT) on larger.
-
-    llama-cpp-python's own default (cpu_count // 2) gives a 2-core CI machine a single thread.
-    """
-    try:
-        available = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS
-        available = os.cpu_count() or 1
-    return available if available <= 4 else available // 2
-
-
-@dataclass(frozen=True)
-class OffloadDecision:
-    """How many layers go to the GPU, and why (shown to the user)."""
-
-    n_gpu_layers: int
-    reason: str
-
-
-def decide_offload(n_gpu_layers: int | str, gpu_build: bool, n_layers: int,
-                   fit=None) -> OffloadDecision:
-    """'auto' offloads what fits in free GPU memory on a build that can offload, else nothing.
-
-    fit: a ra_lite.offload.VramFit (how many layers fit the probed devices); None when device
-    memory is unknown, and then 'auto' offloads every layer (a failed load retries with fewer).
-    """
-    if n_gpu_layers == "auto":
-        if not gpu_build:
-            return OffloadDecision(0, "CPU: this llama-cpp-python build has no GPU support "
-                                      "(see README: CUDA/Metal builds)")
-        if fit is None:
-            return OffloadDecision(-1, f"GPU: all {n_layers} layers offloaded (auto)")
-        need, free = _gib(fit.needed_all_bytes), _gib(fit.free_bytes)
-        if fit.all_fit:
-            return OffloadDecision(-1, f"GPU: all {n_layers} layers offloaded (auto: needs {need} "
-                                       f"of {free} free on {fit.device})")
-        if fit.layers <= 0:
-            return OffloadDecision(0, f"CPU: auto found {free} free on {fit.device}, not enough "
-                                      f"for one layer ({_gib(fit.per_layer_bytes)}) plus headroom")
-        return OffloadDecision(fit.layers, f"GPU: {fit.layers} of {n_layers} layers offloaded "
-                                           f"(auto: {free} free on {fit.device}, all would need "
-                                           f"{need})")
-    try:
-        layers = int(n_gpu_layers)
-    except (TypeError, ValueError):
-        raise RaLiteError(f"n_gpu_layers must be 'auto' or an integer, not {n_gpu_layers!r}",
-                          "pass --n-gpu-layers auto, 0 (CPU) or a layer count (-1 = all)") from None
-    if layers != 0 and not gpu_build:
-        return OffloadDecision(0, f"CPU: {layers} GPU layers asked for, but this llama-cpp-python "
-                                  "build has no GPU support (see README: CUDA/Metal builds)")
-    if layers == 0:
-        return OffloadDecision(0, "CPU: GPU offload switched off (n_gpu_layers=0)")
-    shown = n_layers if layers < 0 or layers > n_layers else layers
-    return OffloadDecision(layers, f"GPU: {shown} of {n_layers} layers offloaded")
-
-
-def _gib(n: int) -> str:
-    return f"{n / 2**30:.1f} GiB"
+from ra_lite.runtime.devices import default_threads
+from ra_lite.runtime.gguf_info import GGUFInfo, read_gguf_info
+from ra_lite.runtime.offload import OffloadDecision
 
 
 class LlamaEngine:
@@ -102,7 +41,7 @@ class LlamaEngine:
     def load(cls, path: str | Path, *, n_ctx: int = 8192, n_gpu_layers: int | str = "auto",
              n_threads: int | None = None, flash_attn: bool = True,
              verbose: bool = False, notify=None) -> "LlamaEngine":
-        from ra_lite.offload import load_with_fallback, plan_offload
+        from ra_lite.runtime.offload import decide_offload, load_with_fallback, plan_offload
 
         info = read_gguf_info(path)
         info.require_causal_lm()
@@ -146,7 +85,7 @@ class LlamaEngine:
         contents: the messages' texts; they never become control tokens (see prompt_tokens.py).
         """
         if self._prompt_tokenizer is None:
-            from ra_lite.prompt_tokens import PromptTokenizer
+            from ra_lite.runtime.prompt_tokens import PromptTokenizer
 
             self._prompt_tokenizer = PromptTokenizer(self.llm)
         tokens = self._prompt_tokenizer.tokenize(rendered, contents)

@@ -14,10 +14,19 @@ every token (~150k checks/token for Qwen). We never need that:
 
 The same loop replays a given output (teacher forcing) to read another model's distributions at
 the same choice points, which is how mini-RABench measures a quant's damage.
+
+The decoder is written as a *step generator* (`judgment_steps`): it never evaluates anything
+itself, it yields what it needs next (`Start` a prompt, `Sample` a token, `ReadLogits` at a choice)
+and is sent the answer. `decode()` drives it on one engine, one step at a time; the parallel
+scheduler drives many of them in shared llama_decode batches. Both therefore produce judgments
+by exactly the same rules. Tokens a step carries in `feed` are appended to the sequence and
+evaluated before the step's own read, which is how forced spans and sampled tokens reach the
+KV cache without a call of their own.
 """
 
 from __future__ import annotations
 
+import codecs
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -31,17 +40,57 @@ BUDGET_CLOSE = "\n" + THINK_CLOSE + "\n\n"
 AFTER_THINK = "\n\n"
 
 
-class Engine(Protocol):
-    """What the decoder needs from a model runtime (LlamaEngine; fakes in tests)."""
+class Vocabulary(Protocol):
+    """The text side of a model, which the step generator calls directly (no evaluation)."""
 
     def tokenize(self, text: str) -> list[int]: ...          # special tokens parsed, no BOS
     def piece(self, token: int) -> bytes: ...                 # the token's bytes
     def is_end_of_generation(self, token: int) -> bool: ...
     def single_token(self, text: str) -> int | None: ...      # id if `text` is one special token
+
+
+class Engine(Vocabulary, Protocol):
+    """One sequence on a model runtime (LlamaEngine; fakes in tests): what `decode` drives."""
+
     def start(self, prompt_tokens: list[int]) -> int: ...     # eval prompt, return tokens reused
     def feed(self, tokens: list[int]) -> None: ...            # append and evaluate
     def logits(self, token_ids: list[int]) -> np.ndarray: ... # last position, these ids only
     def sample(self) -> int: ...                              # native sampler, last position
+
+
+# --- the steps a judgment asks its driver for ---------------------------------------------------
+@dataclass
+class Start:
+    """Begin the judgment's sequence with this prompt. Answer: how many prompt tokens were
+    already in the KV cache. A driver may defer evaluating the rest until the next step."""
+
+    tokens: list[int]
+
+
+@dataclass
+class Sample:
+    """Append and evaluate `feed`, then sample one token at the last position with the
+    judgment's native sampler chain. Answer: the token id."""
+
+    feed: list[int]
+
+
+@dataclass
+class ReadLogits:
+    """Append and evaluate `feed`, then read the logits of `token_ids` at the last position.
+    Answer: a float array in the order of `token_ids`."""
+
+    feed: list[int]
+    token_ids: list[int]
+
+
+Step = Start | Sample | ReadLogits
+
+
+class ReasoningListener(Protocol):
+    """Told about every reasoning token as it is generated (progress, streaming)."""
+
+    def __call__(self, text: str, tokens_so_far: int, budget: int) -> None: ...
 
 
 @dataclass
@@ -100,15 +149,17 @@ class DecodeResult:
 
 
 class _Emitter:
-    """Accumulates forced text and feeds tokens lazily, so spans are tokenized as a whole."""
+    """Accumulates forced text and queues its tokens, so spans are tokenized as a whole; the
+    queue travels with the next step that evaluates anything."""
 
-    def __init__(self, engine: Engine):
-        self.engine = engine
+    def __init__(self, vocab: Vocabulary):
+        self.engine = vocab
         self.pending = ""
         self.text_parts: list[str] = []
         self.tokens_committed = 0
         self.tokens_evaluated = 0
         self._queue: list[int] = []
+        self._answer_tokens_queued = 0
 
     def force(self, text: str) -> None:
         self.pending += text
@@ -117,12 +168,18 @@ class _Emitter:
         self._queue.extend(tokens)
         self.text_parts.append(text)
         self.tokens_committed += len(tokens)
+        self._answer_tokens_queued += len(tokens)
 
-    def flush(self) -> None:
-        if self._queue:
-            self.engine.feed(self._queue)
-            self.tokens_evaluated += len(self._queue)
-            self._queue = []
+    def queue(self, tokens: list[int]) -> None:
+        """Tokens to evaluate (not part of the answer's forced text, e.g. reasoning)."""
+        self._queue.extend(tokens)
+
+    def take_queue(self) -> list[int]:
+        """The tokens the next evaluating step must feed first."""
+        queued, self._queue = self._queue, []
+        self.tokens_evaluated += self._answer_tokens_queued
+        self._answer_tokens_queued = 0
+        return queued
 
     def finish(self) -> None:
         """The tail after the last choice is never evaluated: nothing reads its logits."""
@@ -130,13 +187,12 @@ class _Emitter:
             self.commit(self.engine.tokenize(self.pending), self.pending)
             self.pending = ""
 
-    def decide(self, options: tuple[str, ...], pick, target: str | None = None
-               ) -> tuple[str, list[str], list[float]]:
+    def decide(self, options: tuple[str, ...], pick, target: str | None = None):
         """Resolve a choice among option texts; returns (option, distinct first texts, probs).
 
         Each round tokenizes pending+option for every live option, commits the tokens they all
         share, and lets `pick` choose among the first tokens where they differ — or, replaying,
-        takes the branch that leads to `target`.
+        takes the branch that leads to `target`. A generator: it yields ReadLogits steps.
         """
         live = {o: o for o in options}          # remaining text -> original option
         first_options, first_probs = None, None
@@ -152,8 +208,8 @@ class _Emitter:
             distinct = list(dict.fromkeys(branch.values()))
             shared_text = self._text_of(shared)
             self.commit(shared, shared_text)
-            self.flush()
-            logits = np.asarray(self.engine.logits(distinct), dtype=np.float64)
+            feed = self.take_queue()
+            logits = np.asarray((yield ReadLogits(feed, distinct)), dtype=np.float64)
             if target is None:
                 index = pick(logits)
             else:
@@ -209,26 +265,62 @@ def _picker(settings: SamplingSettings, rng: np.random.Generator):
 def decode(engine: Engine, prompt_tokens: list[int], masked_names: list[str], *,
            think_budget: int, prompt_opens_think: bool = False,
            settings: SamplingSettings | None = None,
-           forcing: Forcing | None = None) -> DecodeResult:
-    """Generate one valid judgment (or replay `forcing`) after `prompt_tokens`.
+           forcing: Forcing | None = None,
+           on_reasoning: ReasoningListener | None = None) -> DecodeResult:
+    """Generate one valid judgment (or replay `forcing`) after `prompt_tokens` on one engine.
 
     think_budget: max tokens inside <think>; 0 turns thinking off (the prompt must then already
     close or skip the block). prompt_opens_think: the chat template already emitted "<think>".
     """
+    steps = judgment_steps(engine, prompt_tokens, masked_names, think_budget=think_budget,
+                           prompt_opens_think=prompt_opens_think, settings=settings,
+                           forcing=forcing, on_reasoning=on_reasoning)
+    return drive(engine, steps)
+
+
+def drive(engine: Engine, steps) -> DecodeResult:
+    """Run a step generator on one sequence of `engine`, one step at a time."""
+    answer = None
+    while True:
+        try:
+            step = steps.send(answer)
+        except StopIteration as done:
+            return done.value
+        answer = perform(engine, step)
+
+
+def perform(engine: Engine, step: Step):
+    if isinstance(step, Start):
+        return engine.start(step.tokens)
+    if step.feed:
+        engine.feed(step.feed)
+    if isinstance(step, Sample):
+        return engine.sample()
+    return engine.logits(step.token_ids)
+
+
+def judgment_steps(vocab: Vocabulary, prompt_tokens: list[int], masked_names: list[str], *,
+                   think_budget: int, prompt_opens_think: bool = False,
+                   settings: SamplingSettings | None = None, forcing: Forcing | None = None,
+                   on_reasoning: ReasoningListener | None = None):
+    """The judgment as a generator of steps (see the module docstring); returns a DecodeResult.
+
+    on_reasoning(text, tokens_so_far, budget) is called for every reasoning token as sampled.
+    """
     settings = settings or SamplingSettings()
     rng = np.random.default_rng(settings.seed)
     started = time.perf_counter()
-    reused = engine.start(prompt_tokens)
+    reused = yield Start(list(prompt_tokens))
     prefilled = time.perf_counter()
 
-    out = _Emitter(engine)
+    out = _Emitter(vocab)
     reasoning, think_tokens, closing, think_end = "", [], "", "off"
     if think_budget > 0:
         if not prompt_opens_think:
             out.force(THINK_OPEN + "\n")
         out.finish()
-        out.flush()
-        reasoning, think_tokens, closing, think_end = _think(engine, out, think_budget, forcing)
+        reasoning, think_tokens, closing, think_end = yield from _think(
+            vocab, out, think_budget, forcing, on_reasoning)
     thought = time.perf_counter()
 
     grammar = AnswerGrammar(masked_names)
@@ -239,7 +331,7 @@ def decode(engine: Engine, prompt_tokens: list[int], masked_names: list[str], *,
             out.force(step.text)
             continue
         target = None if forcing is None else _replay_target(step, forcing)
-        chosen, options, probs = out.decide(step.options, pick, target)
+        chosen, options, probs = yield from out.decide(step.options, pick, target)
         grammar.choose(chosen)
         records.append(ChoiceRecord(step.kind, step.key, [o.strip().strip('"') for o in options],
                                     probs, chosen.strip().strip('"')))
@@ -268,39 +360,45 @@ def _replay_target(step: Choice, forcing: Forcing) -> str:
     return target
 
 
-def _think(engine: Engine, out: _Emitter, budget: int, forcing: Forcing | None):
-    """Free-running reasoning. Returns (reasoning, content tokens, closing text, why it ended).
+def _think(vocab: Vocabulary, out: _Emitter, budget: int, forcing: Forcing | None,
+           on_reasoning: ReasoningListener | None):
+    """Free-running reasoning (a step generator). Returns (reasoning, content tokens, closing
+    text, why it ended).
 
     The closing text is what follows the content up to the answer; it is forced (tokenized with
     the answer's first text), so a replay reproduces it exactly from (tokens, closing text).
     """
     if forcing is not None:
         tokens = list(forcing.think_tokens)
-        engine.feed(tokens)
-        text = b"".join(engine.piece(t) for t in tokens)
+        out.queue(tokens)
+        text = b"".join(vocab.piece(t) for t in tokens)
         closing = forcing.think_closing
         reasoning = _reasoning_text(text + closing.encode())
         end = "replayed"
     else:
-        tokens, text, closing, reasoning, end = _sample_thought(engine, budget)
+        tokens, text, closing, reasoning, end = yield from _sample_thought(vocab, out, budget,
+                                                                           on_reasoning)
     out.text_parts.append(text.decode("utf-8", errors="replace"))
     out.force(closing)
     return reasoning, tokens, closing, end
 
 
-def _sample_thought(engine: Engine, budget: int):
-    close_token = engine.single_token(THINK_CLOSE)
+def _sample_thought(vocab: Vocabulary, out: _Emitter, budget: int,
+                    on_reasoning: ReasoningListener | None):
+    close_token = vocab.single_token(THINK_CLOSE)
     tag = THINK_CLOSE.encode()
     tokens: list[int] = []
     text = b""
+    # A character may span tokens: listeners get whole characters only.
+    utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
     while len(tokens) < budget:
-        token = engine.sample()
+        token = yield Sample(out.take_queue())
         if token == close_token:
             return tokens, text, THINK_CLOSE + AFTER_THINK, _reasoning_text(text), "model"
-        if engine.is_end_of_generation(token):
+        if vocab.is_end_of_generation(token):
             # Ending here would give no answer: close the block instead.
             return tokens, text, BUDGET_CLOSE, _reasoning_text(text), "end_of_generation"
-        piece = engine.piece(token)
+        piece = vocab.piece(token)
         # Only a tag that ends in this token is new: search the tail, not all the reasoning.
         tail_start = max(0, len(text) - len(tag) + 1)
         at = (text[tail_start:] + piece).find(tag)
@@ -313,7 +411,9 @@ def _sample_thought(engine: Engine, budget: int):
             return tokens, text, rest + AFTER_THINK, _reasoning_text((text + piece)[:at]), "model"
         tokens.append(token)
         text += piece
-        engine.feed([token])
+        out.queue([token])
+        if on_reasoning is not None:
+            on_reasoning(utf8.decode(piece), len(tokens), budget)
     return tokens, text, BUDGET_CLOSE, _reasoning_text(text), "budget"
 
 

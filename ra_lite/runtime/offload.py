@@ -16,6 +16,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ra_lite.errors import RaLiteError
+from ra_lite.runtime.gguf_info import read_header
+
 HEADROOM_FRACTION = 0.10
 HEADROOM_BYTES = 512 << 20
 KV_BYTES_PER_VALUE = 2        # f16 K and V cache, llama.cpp's default type
@@ -54,69 +57,6 @@ def kv_bytes_per_layer(n_ctx: int, n_head_kv: int, head_dim_k: int, head_dim_v: 
     return n_ctx * n_head_kv * (head_dim_k + head_dim_v) * KV_BYTES_PER_VALUE
 
 
-# GGUF value types (gguf.GGUFValueType) and the struct format of the fixed-size ones.
-_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q",
-           11: "<q", 12: "<d"}
-_STRING, _ARRAY = 8, 9
-
-
-def read_header(path: str | Path) -> tuple[dict, list[tuple[str, int]]]:
-    """(scalar metadata, [(tensor name, bytes)]) of a GGUF file, from its header only.
-
-    gguf.GGUFReader builds an object per vocabulary string (seconds for a 150k-token vocab); here
-    arrays are skipped, so the offload plan costs milliseconds on top of a load.
-    """
-    import struct
-
-    import gguf
-
-    def read(fmt):
-        size = struct.calcsize(fmt)
-        return struct.unpack(fmt, f.read(size))[0]
-
-    def string():
-        return f.read(read("<Q")).decode("utf-8", "replace")
-
-    def value(kind):
-        if kind in _SCALAR:
-            return read(_SCALAR[kind])
-        if kind == _STRING:
-            return string()
-        if kind == _ARRAY:
-            item, count = read("<I"), read("<Q")
-            if item in _SCALAR and count <= 4096:       # small numeric arrays: keep (per layer)
-                return [read(_SCALAR[item]) for _ in range(count)]
-            if item in _SCALAR:
-                f.seek(struct.calcsize(_SCALAR[item]) * count, 1)
-            else:
-                for _ in range(count):
-                    value(item)
-            return None
-        raise ValueError(f"unknown GGUF value type {kind}")
-
-    with open(path, "rb", buffering=1 << 20) as f:
-        if f.read(4) != b"GGUF":
-            raise ValueError("not a GGUF file")
-        read("<I")
-        n_tensors, n_kv = read("<Q"), read("<Q")
-        meta = {}
-        for _ in range(n_kv):
-            key = string()
-            meta[key] = value(read("<I"))
-        tensors = []
-        for _ in range(n_tensors):
-            name = string()
-            dims = [read("<Q") for _ in range(read("<I"))]
-            kind = gguf.GGMLQuantizationType(read("<I"))
-            read("<Q")
-            block, block_bytes = gguf.GGML_QUANT_SIZES[kind]
-            elements = 1
-            for d in dims:
-                elements *= d
-            tensors.append((name, elements // block * block_bytes))
-    return meta, tensors
-
-
 def _int(meta: dict, key: str):
     value = meta.get(key)
     if isinstance(value, list):       # per-layer arrays (e.g. head_count_kv on some archs)
@@ -125,12 +65,14 @@ def _int(meta: dict, key: str):
 
 
 def read_footprint(path: str | Path, n_ctx: int) -> ModelFootprint:
-    meta, tensors = read_header(path)
+    header = read_header(path)
+    meta = header.metadata
     arch = meta.get("general.architecture", "")
     n_layers = _int(meta, f"{arch}.block_count") or 0
     layer_bytes = [0] * n_layers
     output = embedding = 0
-    for name, size in tensors:
+    for tensor in header.tensors:
+        name, size = tensor.name, tensor.n_bytes
         if name.startswith("blk."):
             index = int(name.split(".")[1])
             if index < n_layers:
@@ -190,7 +132,7 @@ def fit_layers(footprint: ModelFootprint, free_bytes: int, device: str = "GPU",
 def plan_offload(path: str | Path, n_ctx: int, gpus=None) -> VramFit | None:
     """Probe the GPUs and fit the model; None when no device memory can be read (then `auto`
     offloads everything and relies on load_with_fallback)."""
-    from ra_lite.devices import probe_gpus
+    from ra_lite.runtime.devices import probe_gpus
 
     gpus = probe_gpus() if gpus is None else gpus
     if not gpus:
@@ -213,8 +155,6 @@ def load_with_fallback(load, decision, n_layers: int, notify):
     Returns (what load returned, the OffloadDecision actually used). The last failure (on the
     CPU, or a CPU-only decision) propagates unchanged.
     """
-    from ra_lite.engine import OffloadDecision
-
     layers, failures = decision.n_gpu_layers, []
     while True:
         try:
@@ -242,3 +182,52 @@ def load_with_fallback(load, decision, n_layers: int, notify):
 def _first_line(error: Exception) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+@dataclass(frozen=True)
+class OffloadDecision:
+    """How many layers go to the GPU, and why (shown to the user)."""
+
+    n_gpu_layers: int
+    reason: str
+
+
+def decide_offload(n_gpu_layers: int | str, gpu_build: bool, n_layers: int,
+                   fit=None) -> OffloadDecision:
+    """'auto' offloads what fits in free GPU memory on a build that can offload, else nothing.
+
+    fit: a ra_lite.runtime.offload.VramFit (how many layers fit the probed devices); None when device
+    memory is unknown, and then 'auto' offloads every layer (a failed load retries with fewer).
+    """
+    if n_gpu_layers == "auto":
+        if not gpu_build:
+            return OffloadDecision(0, "CPU: this llama-cpp-python build has no GPU support "
+                                      "(see README: CUDA/Metal builds)")
+        if fit is None:
+            return OffloadDecision(-1, f"GPU: all {n_layers} layers offloaded (auto)")
+        need, free = _gib(fit.needed_all_bytes), _gib(fit.free_bytes)
+        if fit.all_fit:
+            return OffloadDecision(-1, f"GPU: all {n_layers} layers offloaded (auto: needs {need} "
+                                       f"of {free} free on {fit.device})")
+        if fit.layers <= 0:
+            return OffloadDecision(0, f"CPU: auto found {free} free on {fit.device}, not enough "
+                                      f"for one layer ({_gib(fit.per_layer_bytes)}) plus headroom")
+        return OffloadDecision(fit.layers, f"GPU: {fit.layers} of {n_layers} layers offloaded "
+                                           f"(auto: {free} free on {fit.device}, all would need "
+                                           f"{need})")
+    try:
+        layers = int(n_gpu_layers)
+    except (TypeError, ValueError):
+        raise RaLiteError(f"n_gpu_layers must be 'auto' or an integer, not {n_gpu_layers!r}",
+                          "pass --n-gpu-layers auto, 0 (CPU) or a layer count (-1 = all)") from None
+    if layers != 0 and not gpu_build:
+        return OffloadDecision(0, f"CPU: {layers} GPU layers asked for, but this llama-cpp-python "
+                                  "build has no GPU support (see README: CUDA/Metal builds)")
+    if layers == 0:
+        return OffloadDecision(0, "CPU: GPU offload switched off (n_gpu_layers=0)")
+    shown = n_layers if layers < 0 or layers > n_layers else layers
+    return OffloadDecision(layers, f"GPU: {shown} of {n_layers} layers offloaded")
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"

@@ -14,6 +14,7 @@ device", never an error. Nothing here imports llama_cpp except `llama_backend_in
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
 import shutil
 import subprocess
@@ -196,10 +197,6 @@ def llama_backend_info() -> tuple[str | None, bool | None, str | None]:
 
 
 def probe() -> DeviceReport:
-    import os
-
-    from ra_lite.engine import default_threads
-
     cpuinfo = read_cpuinfo()
     version, gpu_build, system_info = llama_backend_info()
     return DeviceReport(
@@ -207,3 +204,15 @@ def probe() -> DeviceReport:
         cpu_features=cpu_features(cpuinfo), logical_cpus=os.cpu_count() or 1,
         default_threads=default_threads(), llama_cpp_python=version,
         gpu_offload_supported=gpu_build, llama_system_info=system_info, gpus=probe_gpus())
+
+
+def default_threads() -> int:
+    """All available CPUs on small machines; half of them (one per core under SMT) on larger.
+
+    llama-cpp-python's own default (cpu_count // 2) gives a 2-core CI machine a single thread.
+    """
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        available = os.cpu_count() or 1
+    return available if available <= 4 else available // 2

@@ -1,0 +1,13 @@
+"""The local runtime: everything that loads a GGUF and runs it on llama.cpp.
+
+Modules, in import order (each imports only those above it, never the reverse):
+
+    gguf_info       what a GGUF file is, from its header (no vocabulary, no weights)
+    devices         CPU features, GPUs and their free memory; default thread count
+    offload         how many layers fit the GPU, the offload decision, retry on OOM
+    prompt_tokens   prompt tokenization that keeps message contents out of control tokens
+    decode          the constrained judgment decoder (a step generator, engine-agnostic)
+    engine          one loaded model + one llama.cpp context (the only llama_cpp user for judging)
+
+Nothing here runs on import; llama_cpp is imported only when a model is loaded.
+"""
