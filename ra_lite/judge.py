@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable, Iterator, Protocol
+from typing import Generator, Iterable, Iterator, Protocol
 
 from ra_lite.chat_template import CHATML_FALLBACK, render_chat
 from ra_lite.defaults import DEFAULT_N_CTX, DEFAULT_TEMPERATURE, DEFAULT_THINK_BUDGET, DEFAULT_TOP_P
-from ra_lite.runtime.decode import DecodeResult, Forcing, SamplingSettings, decode
+from ra_lite.runtime.decode import DecodeResult, Forcing, SamplingSettings, drive, judgment_steps
 from ra_lite.embedded import EMBEDDED_NOTICE
 from ra_lite.errors import RaLiteError
 from ra_lite.grammar import render_answer
@@ -50,6 +50,13 @@ class JudgeOptions:
         return SamplingSettings(self.temperature, self.top_p, self.seed)
 
 
+@dataclass
+class PreparedJudgment:
+    prompt_tokens: list[int]
+    sampling: SamplingSettings
+    steps: Generator          # ra_lite.runtime.decode.judgment_steps; returns a DecodeResult
+
+
 class Backend(Protocol):
     description: str
 
@@ -77,17 +84,27 @@ class LocalBackend:
         token = llm.token_bos() if which == "bos" else llm.token_eos()
         return self.engine.piece(token).decode("utf-8", "replace") if token >= 0 else ""
 
-    def generate(self, chat: ChatPrompt, options: JudgeOptions,
-                 forcing: Forcing | None = None) -> DecodeResult:
+    def prepare(self, chat: ChatPrompt, options: JudgeOptions, forcing: Forcing | None = None,
+                on_reasoning=None) -> PreparedJudgment:
+        """Everything a driver needs to run one judgment: its prompt tokens, its sampling
+        settings and its step generator. The sequential path (generate) and the parallel
+        scheduler both start here, so both judge by the same rules."""
         thinking = options.think_budget > 0
         rendered = self.render(chat, thinking)
         prompt_tokens = self.engine.prompt_tokens(rendered, [m["content"] for m in chat.messages])
         self._check_fits(prompt_tokens, chat.masked_names, options.think_budget)
-        self.engine.set_sampling(options.sampling)
-        return decode(self.engine, prompt_tokens, chat.masked_names,
-                      think_budget=options.think_budget,
-                      prompt_opens_think=rendered.rstrip().endswith("<think>"),
-                      settings=options.sampling, forcing=forcing)
+        steps = judgment_steps(self.engine, prompt_tokens, chat.masked_names,
+                               think_budget=options.think_budget,
+                               prompt_opens_think=rendered.rstrip().endswith("<think>"),
+                               settings=options.sampling, forcing=forcing,
+                               on_reasoning=on_reasoning)
+        return PreparedJudgment(prompt_tokens, options.sampling, steps)
+
+    def generate(self, chat: ChatPrompt, options: JudgeOptions,
+                 forcing: Forcing | None = None, on_reasoning=None) -> DecodeResult:
+        prepared = self.prepare(chat, options, forcing, on_reasoning)
+        self.engine.set_sampling(prepared.sampling)
+        return drive(self.engine, prepared.steps)
 
     def _check_fits(self, prompt_tokens: list[int], names: list[str], think_budget: int) -> None:
         """Refuse up front what cannot fit, instead of truncating the prompt like the official

@@ -278,10 +278,22 @@ def decode(engine: Engine, prompt_tokens: list[int], masked_names: list[str], *,
     return drive(engine, steps)
 
 
-def drive(engine: Engine, steps) -> DecodeResult:
-    """Run a step generator on one sequence of `engine`, one step at a time."""
+class JudgmentCancelled(Exception):
+    """The judgment's requester went away (e.g. a server client disconnected); its work stops
+    between two steps. Not a user error: nobody is left to read a message."""
+
+
+def drive(engine: Engine, steps, cancelled=None) -> DecodeResult:
+    """Run a step generator on one sequence of `engine`, one step at a time.
+
+    cancelled: a callable checked before each step; when it returns True the generator is
+    closed and JudgmentCancelled raised.
+    """
     answer = None
     while True:
+        if cancelled is not None and cancelled():
+            steps.close()
+            raise JudgmentCancelled()
         try:
             step = steps.send(answer)
         except StopIteration as done:
