@@ -6,19 +6,25 @@
     judge.judge(principle, prompt, responses)       # same Judgment as a local judge
 
 Same prompt: the chat is rendered here (Qwen3's ChatML + <think> rules, or a template you pass)
-and sent to a raw-completion endpoint, so the server sees byte-identical text to the local path
-(no server-side chat template in between). Same grammar: generation runs in phases
+and sent to a raw-completion endpoint as token ids built by the local rule (ra_lite/remote_tokens.py):
+the template's control tokens are control tokens, the messages (untrusted responses) are plain
+text, so a response cannot close the user turn and answer for the judge. The ids come from
+llama-server's /tokenize, or from the model's GGUF named as `tokenizer`. Text prompts, which the
+server tokenizes with special-token parsing on, are sent only with text_prompts=True, and then a
+request containing control-token text is refused. No server-side chat template in between. Same
+grammar: generation runs in phases
 (ra_lite/remote_grammar.py) — free reasoning capped by the think budget, then the scores under a
 GBNF grammar, then the ranking under a grammar built from those scores — so every answer obeys the
 rules the local decoder enforces, including "the ranking follows the scores", which no single
 CFG can express. The joined output is checked with parse_answer before it is returned.
 
-kinds (which endpoint and grammar field):
-    llama.cpp     POST /completion, "grammar" (llama.cpp's llama-server)
-    vllm          POST /v1/completions, "structured_outputs": {"grammar": ...} (vLLM >= 0.12)
-    vllm-legacy   POST /v1/completions, "guided_grammar" (vLLM before 0.12)
-    openai        POST /v1/completions, "grammar" (llama-cpp-python's server; llama-server's
-                  OpenAI route)
+kinds (which endpoint and grammar field; where the prompt's token ids come from):
+    llama.cpp     POST /completion, "grammar" (llama.cpp's llama-server); ids from its /tokenize
+    vllm          POST /v1/completions, "structured_outputs": {"grammar": ...} (vLLM >= 0.12);
+                  ids from `tokenizer` (vLLM's /tokenize always parses special-token text)
+    vllm-legacy   POST /v1/completions, "guided_grammar" (vLLM before 0.12); as vllm
+    openai        POST /v1/completions, "grammar" (llama-cpp-python's server): text prompts only
+                  (its /v1/completions takes no token ids), so it needs text_prompts=True
 
 Differences from local decoding, by necessity: the server's sampler and RNG draw the tokens
 (the settings — temperature, top-k 50, top-p, seed — are the same); scores come without per-digit
@@ -30,6 +36,7 @@ the model. The backend keeps no per-request state, so one instance may serve man
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 import urllib.error
@@ -41,6 +48,8 @@ from ra_lite.chat_template import render_chat
 from ra_lite.runtime.decode import AFTER_THINK, BUDGET_CLOSE, DecodeResult
 from ra_lite.errors import RaLiteError
 from ra_lite.grammar import THINK_CLOSE, THINK_OPEN, AnswerError, parse_answer
+from ra_lite.remote_tokens import (CONTROL_TEXT, GgufTokenizer, RemotePrompt, ServerTokenizer,
+                                   control_pattern, refuse_control_text)
 from ra_lite.remote_grammar import (RANKING_END, choice_gbnf, forced_ranking, parse_ranking,
                                     parse_scores, ranking_fits_one_grammar, ranking_gbnf,
                                     ranking_text, scores_gbnf, scores_max_text, tie_groups)
@@ -97,7 +106,8 @@ class RemoteBackend:
 
     def __init__(self, base_url: str, kind: str = "llama.cpp", *, api_key: str | None = None,
                  model: str | None = None, template: str | Path | None = None,
-                 timeout: float = 600.0):
+                 timeout: float = 600.0, text_prompts: bool = False,
+                 tokenizer: str | Path | None = None):
         kind = ALIASES.get(kind, kind)
         if kind not in KINDS:
             raise RaLiteError(f"unknown remote kind {kind!r}", f"use one of {', '.join(KINDS)}")
@@ -114,25 +124,64 @@ class RemoteBackend:
         else:
             self.template = str(template)
         self.description = f"{kind} server at {self.base_url}" + (f" ({model})" if model else "")
+        self.text_prompts = text_prompts
+        self.tokens = self._token_source(tokenizer)
+        if text_prompts:
+            # The screen for text prompts: the named GGUF's control tokens, else the Qwen3 family's.
+            known = []
+            if tokenizer is not None:
+                vocabulary = GgufTokenizer(tokenizer)
+                known = vocabulary.control_texts
+                vocabulary.close()
+            builtin = [] if known else [CONTROL_TEXT.pattern]
+            self.control = re.compile("|".join(
+                builtin + [control_pattern(known + [self.bos, self.eos]).pattern]))
+
+    def _token_source(self, tokenizer):
+        """Where token-id prompts get their ids; None for text prompts (see remote_tokens.py)."""
+        if self.text_prompts:
+            return None
+        if self.kind == "openai":
+            raise RaLiteError(
+                "llama-cpp-python's server (--remote-kind openai) takes prompts only as text, "
+                "which it tokenizes with control-token parsing on, so a response could inject "
+                "control tokens",
+                "judge on llama.cpp's llama-server (--remote-kind llama.cpp) or vLLM, which take "
+                "token ids; or pass --remote-text-prompts to send text and refuse requests that "
+                "contain control-token text")
+        if tokenizer is not None:
+            return GgufTokenizer(tokenizer)
+        if self.kind == "llama.cpp":
+            return ServerTokenizer(self._request, self.base_url)
+        raise RaLiteError(
+            "vLLM's /tokenize always parses control-token text, so it cannot tokenize the "
+            "responses as plain text for a token-id prompt",
+            "pass the served model's GGUF as the tokenizer (--remote-tokenizer MODEL.gguf, same "
+            "vocabulary), or --remote-text-prompts to send text and refuse requests that "
+            "contain control-token text")
+
+    def close(self) -> None:
+        if isinstance(self.tokens, GgufTokenizer):
+            self.tokens.close()
 
     # --- the Backend protocol ------------------------------------------------------------------
     def render(self, chat, thinking: bool) -> str:
         return render_chat(self.template, chat.messages, enable_thinking=thinking,
                            bos_token=self.bos, eos_token=self.eos)
 
-    def generate(self, chat, options, forcing=None) -> DecodeResult:
+    def generate(self, chat, options, forcing=None, on_reasoning=None) -> DecodeResult:
         if forcing is not None:
             raise RaLiteError("replaying a judgment needs the model's logits, which a remote "
                               "server does not expose", "replay with a local GGUF (ra_lite.load)")
         names = chat.masked_names
         started = time.perf_counter()
         rendered = self.render(chat, options.think_budget > 0)
-        prompt, parts = rendered, []
+        prompt, parts = self._prompt(chat, rendered), []
         reasoning, closing, closed, think_ids = "", "", False, []
         first = None
         if options.think_budget > 0:
             if not rendered.rstrip().endswith(THINK_OPEN):
-                prompt += THINK_OPEN + "\n"
+                prompt.add(THINK_OPEN + "\n")
                 parts.append(THINK_OPEN + "\n")
             first = self.complete(prompt, max_tokens=options.think_budget, options=options,
                                   stop=[THINK_CLOSE])
@@ -145,7 +194,7 @@ class RemoteBackend:
             reasoning = thought.strip()
             think_ids = list(first.token_ids or [])[: options.think_budget]
             parts += [thought, closing]
-            prompt += thought + closing
+            prompt.add(thought, generated=True).add(closing)
         thought_at = time.perf_counter()
 
         scored = self.complete(prompt, max_tokens=len(scores_max_text(names)) + 8,
@@ -154,7 +203,7 @@ class RemoteBackend:
         scores = parse_scores(scored.text, names)
         if scores is None:
             raise self._outside_grammar("scores", scored.text)
-        prompt += scored.text
+        prompt.add(scored.text)         # grammar-checked: ra-lite's own answer text
         answer_tokens = scored.completion_tokens
         ranking = forced_ranking(scores)
         if ranking is not None:
@@ -184,7 +233,14 @@ class RemoteBackend:
             timings={"prefill_s": 0.0, "think_s": thought_at - started,
                      "answer_s": done - thought_at, "total_s": done - started})
 
-    def _rank_step_by_step(self, prompt: str, scores: dict[str, int], options):
+    def _prompt(self, chat, rendered: str) -> RemotePrompt:
+        if self.tokens is None:     # text prompts: only what cannot inject goes out
+            refuse_control_text(chat, self.control)
+            return RemotePrompt(rendered)
+        ids = self.tokens.prompt(rendered, [m["content"] for m in chat.messages])
+        return RemotePrompt(rendered, ids, self.tokens)
+
+    def _rank_step_by_step(self, prompt: RemotePrompt, scores: dict[str, int], options):
         """One request per tied position: for tie groups too large for a permutation grammar."""
         ranking, text, used = [], "", 0
         for group in tie_groups(scores):
@@ -194,7 +250,7 @@ class RemoteBackend:
                 if len(remaining) == 1:
                     pick, piece = remaining[0], f'"{remaining[0]}"'
                 else:
-                    c = self.complete(prompt + text, max_tokens=len(max(remaining, key=len)) + 8,
+                    c = self.complete(prompt.plus(text), max_tokens=len(max(remaining, key=len)) + 8,
                                       options=options, grammar=choice_gbnf(remaining))
                     pick, piece, used = c.text.strip('"'), c.text, used + c.completion_tokens
                     if piece != f'"{pick}"' or pick not in remaining:
@@ -212,8 +268,11 @@ class RemoteBackend:
                            f"--remote-kind (llama.cpp, vllm, vllm-legacy, openai)")
 
     # --- one completion ------------------------------------------------------------------------
-    def complete(self, prompt: str, *, max_tokens: int, options, stop: list[str] | None = None,
-                 grammar: str | None = None) -> Completion:
+    def complete(self, prompt: RemotePrompt | str | list[int], *, max_tokens: int, options,
+                 stop: list[str] | None = None, grammar: str | None = None) -> Completion:
+        """One completion; `prompt` goes out as token ids (a list) or, opted into, as text."""
+        if isinstance(prompt, RemotePrompt):
+            prompt = prompt.payload
         sampling = {"temperature": options.temperature, "top_p": options.top_p, "top_k": TOP_K,
                     "seed": options.seed, "stream": False}
         if self.kind == "llama.cpp":
@@ -259,8 +318,10 @@ class RemoteBackend:
                 raw = response.read()
         except urllib.error.HTTPError as e:
             detail = e.read(500).decode("utf-8", "replace").strip()
-            raise RaLiteError(f"{url} answered HTTP {e.code}: {detail or e.reason}",
-                              _http_fix(e.code)) from None
+            error = RaLiteError(f"{url} answered HTTP {e.code}: {detail or e.reason}",
+                                _http_fix(e.code))
+            error.status = e.code        # lets the /tokenize probe say what is missing
+            raise error from None
         except (socket.timeout, TimeoutError):
             raise RaLiteError(f"{url} did not answer within {self.timeout:.0f}s",
                               "raise the timeout, or lower the think budget") from None
@@ -324,10 +385,16 @@ def _openai_completion(data: dict, stop: list[str] | None) -> Completion:
 
 def load_remote(url: str, kind: str = "llama.cpp", *, api_key: str | None = None,
                 model: str | None = None, template: str | Path | None = None,
-                timeout: float = 600.0, options=None):
-    """A Judge whose generation runs on the server at `url` (see the module docstring)."""
+                timeout: float = 600.0, options=None, text_prompts: bool = False,
+                tokenizer: str | Path | None = None):
+    """A Judge whose generation runs on the server at `url` (see the module docstring).
+
+    tokenizer: the served model's GGUF, to build token-id prompts locally (needed for vLLM).
+    text_prompts: send text instead of token ids (the only way for kind "openai"); a request whose
+    messages contain control-token text is then refused.
+    """
     from ra_lite.judge import Judge
 
     backend = RemoteBackend(url, kind, api_key=api_key, model=model, template=template,
-                            timeout=timeout)
+                            timeout=timeout, text_prompts=text_prompts, tokenizer=tokenizer)
     return Judge(backend, options, model_name=model or backend.description)

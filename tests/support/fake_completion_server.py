@@ -3,6 +3,12 @@
 It records every request (method, path, headers, JSON body) and answers from a script: a list of
 completion texts (with how each stopped), consumed in order, in the response format of the
 endpoint that was called.
+
+POST /tokenize behaves as llama.cpp's llama-server (content, add_special default false,
+parse_special default true, with_pieces) when a real llama.cpp vocabulary is attached
+(`vocab`: a llama_cpp.Llama, vocab-only is enough): it calls the same llama_tokenize the server
+calls. `tokenize_mode` "ignore-parse-special" imitates a build that predates that option;
+"missing" answers 404, as servers without the endpoint do.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ class FakeCompletionServer:
         self.models = list(models)
         self.requests: list[dict] = []
         self.delay = 0.0
+        self.vocab = None
+        self.tokenize_mode = "llama-server"
         fake = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -36,6 +44,9 @@ class FakeCompletionServer:
                 body = json.loads(self.rfile.read(length))
                 fake.requests.append({"method": "POST", "path": self.path,
                                       "headers": dict(self.headers), "body": body})
+                if self.path == "/tokenize":
+                    self._reply(*fake.tokenize(body))
+                    return
                 time.sleep(fake.delay)
                 if not fake.script:
                     self._reply(500, {"error": "script exhausted"})
@@ -73,9 +84,45 @@ class FakeCompletionServer:
                          daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
+    def tokenize(self, body: dict) -> tuple[int, dict]:
+        if self.vocab is None or self.tokenize_mode == "missing":
+            return 404, {"error": "File Not Found"}
+        parse = body.get("parse_special", True) or self.tokenize_mode == "ignore-parse-special"
+        ids = self.vocab.tokenize(body.get("content", "").encode("utf-8"),
+                                  add_bos=bool(body.get("add_special", False)), special=bool(parse))
+        if body.get("with_pieces"):
+            pieces = [_piece(self.vocab, t) for t in ids]
+            return 200, {"tokens": [{"id": t, "piece": p.decode("utf-8") if _utf8(p) else list(p)}
+                                    for t, p in zip(ids, pieces)]}
+        return 200, {"tokens": ids}
+
     def posts(self) -> list[dict]:
-        return [r for r in self.requests if r["method"] == "POST"]
+        """The completion requests (POSTs other than /tokenize)."""
+        return [r for r in self.requests if r["method"] == "POST" and r["path"] != "/tokenize"]
+
+    def tokenize_requests(self) -> list[dict]:
+        return [r["body"] for r in self.requests if r.get("path") == "/tokenize"]
 
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def _utf8(piece: bytes) -> bool:
+    try:
+        piece.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def _piece(llm, token: int) -> bytes:
+    """common_token_to_piece(vocab, token, special=true), as llama-server's with_pieces uses."""
+    import ctypes
+
+    import llama_cpp
+
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    buf = ctypes.create_string_buffer(256)
+    n = llama_cpp.llama_token_to_piece(vocab, token, buf, 256, 0, True)
+    return buf.raw[:max(n, 0)]
