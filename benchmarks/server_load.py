@@ -8,11 +8,11 @@ difference is the server's own cost. Every loop is bounded; the server is stoppe
 (graceful) at the end, and its exit status is reported.
 
     python benchmarks/server_load.py                      # levels 1,4,16; 32 requests each
-    python benchmarks/server_load.py --levels 1,4,16,64 --requests 64 --think-budget 0
+    python benchmarks/server_load.py --levels 1,4,16,64 --requests 64 --parallel 1,4
 
-With one model worker the throughput cannot grow with concurrency (one judgment at a time, by
-design); what the levels show is that queueing adds latency, not errors or lost requests, and how
-much the HTTP layer costs next to a judgment.
+Each `--parallel` value is a separate server (`ra-lite serve --parallel P`), measured one after
+the other in the same run. With P = 1 throughput cannot grow with concurrency (one judgment at
+a time); with P slots up to P queued requests decode together in shared llama.cpp batches.
 """
 
 from __future__ import annotations
@@ -58,8 +58,9 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-def start_server(args) -> tuple[subprocess.Popen, str]:
+def start_server(args, parallel: int) -> tuple[subprocess.Popen, str]:
     command = [sys.executable, "-m", "ra_lite", "serve", "--port", "0", "--no-log-requests",
+               "--parallel", str(parallel),
                "--think-budget", str(args.think_budget), "--n-ctx", "4096",
                "--queue-size", str(max(64, max(args.levels) * 2))]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -130,32 +131,42 @@ def main() -> None:
     parser.add_argument("--levels", default="1,4,16", help="comma-separated client concurrency")
     parser.add_argument("--requests", type=int, default=32, help="requests per level")
     parser.add_argument("--think-budget", type=int, default=32)
+    parser.add_argument("--parallel", default="1,4", help="comma-separated serve --parallel values")
+    parser.add_argument("--output", default=None, help="also write the raw results (JSON) here")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     args.levels = [int(x) for x in args.levels.split(",")]
 
-    proc, url = start_server(args)
-    rows = []
-    try:
-        post(url, request_for(10**6))                     # warm-up: first prompt evaluation
-        # The same requests at every level (think lengths differ between prompts), in a
-        # different arrival order as concurrency grows.
-        for level in args.levels:
-            rows.append(run_level(url, level, args.requests, offset=0))
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        exit_code = proc.wait(120)
-    rows.append(run_baseline(args))
+    rows, exit_codes = [], {}
+    for parallel in [int(x) for x in args.parallel.split(",")]:
+        proc, url = start_server(args, parallel)
+        try:
+            post(url, request_for(10**6))                 # warm-up: first prompt evaluation
+            # The same requests at every level (think lengths differ between prompts), in a
+            # different arrival order as concurrency grows.
+            for level in args.levels:
+                rows.append({"parallel": parallel,
+                             **run_level(url, level, args.requests, offset=0)})
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            exit_codes[parallel] = proc.wait(120)
+    rows.append({"parallel": "-", **run_baseline(args)})
+    exit_code = exit_codes
     load = os.getloadavg()
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump({"args": vars(args), "rows": rows, "server_exit": exit_code,
+                       "loadavg": load}, f, indent=2)
     if args.json:
         print(json.dumps({"rows": rows, "server_exit": exit_code, "loadavg": load}, indent=2))
         return
     print(f"ra-lite serve, embedded SmolLM2-135M Q4_1, think budget {args.think_budget}, "
           f"3 responses/request, {os.cpu_count()} CPUs, load average {load[0]:.2f}")
-    print("| concurrency | requests | ok | req/s | p50 s | p95 s | max s |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| parallel | concurrency | requests | ok | req/s | p50 s | p95 s | max s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['concurrency']} | {r['requests']} | {r['ok']} | {r['req_per_s']:.2f} | "
+        print(f"| {r['parallel']} | {r['concurrency']} | {r['requests']} | {r['ok']} | "
+              f"{r['req_per_s']:.2f} | "
               f"{r['p50_s']:.2f} | {r['p95_s']:.2f} | {r['max_s']:.2f} |")
     print(f"server exit status after SIGTERM: {exit_code}")
 

@@ -1,8 +1,9 @@
-"""`ra-lite convert` and `ra-lite quantize`: thin click wrappers over the library functions.
+"""`ra-lite convert`, `ra-lite imatrix` and `ra-lite quantize`: thin click wrappers over the library.
 
 Only click and the stdlib are imported here, so `ra-lite --help` stays fast; numpy, gguf and
 llama_cpp load when a command runs. Options mirror the arguments of
-ra_lite.convert.hf_to_gguf.convert and ra_lite.convert.quantize.quantize.
+ra_lite.convert.hf_to_gguf.convert, ra_lite.convert.imatrix_collect.collect_imatrix and
+ra_lite.convert.quantize.quantize.
 """
 
 from __future__ import annotations
@@ -72,20 +73,76 @@ def convert_command(src, output, outtype, revision, source_repo, source_revision
 @click.option("--manifest/--no-manifest", default=True, show_default=True, help="Record outputs in a manifest.")
 @click.option("--manifest-path", type=click.Path(dir_okay=False), default=None,
               help="Manifest file (default: manifest.json in the output directory).")
+@click.option("--imatrix", "imatrix", type=click.Path(dir_okay=False), default=None,
+              help="Importance matrix of this model (from `ra-lite imatrix`); enables the IQ* types.")
 @click.option("--verbose", is_flag=True, help="Show llama.cpp's per-tensor log.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def quantize_command(src, types, out_dir, force, nthread, allow_requantize, manifest, manifest_path, verbose,
-                     as_json):
+def quantize_command(src, types, out_dir, force, nthread, allow_requantize, manifest, manifest_path, imatrix,
+                     verbose, as_json):
     """Quantize an f32/f16/bf16 GGUF with llama.cpp's quantizer (one output file per type).
 
-    No importance matrix is used (see `ra_lite.convert.quantize` for why).
+    With --imatrix, llama.cpp weighs rounding errors by the activation statistics; it helps most
+    at 4 bits and below. An imatrix made for another model is refused.
     """
     from ra_lite.convert.quantize import quantize
 
     results = quantize(src, types, out_dir=out_dir, force=force, nthread=nthread,
                        allow_requantize=allow_requantize, manifest=manifest, manifest_path=manifest_path,
-                       progress=True, verbose=verbose)
-    lines = [f"wrote {r.output} ({_size(r.size_bytes)}) in {r.seconds:.1f}s" for r in results]
+                       progress=True, verbose=verbose, imatrix=imatrix)
+    lines = [f"wrote {r.output} ({_size(r.size_bytes)}{', with imatrix' if r.imatrix else ''}) "
+             f"in {r.seconds:.1f}s" for r in results]
     if results and results[0].manifest:
         lines.append(f"recorded in {results[0].manifest}")
     _emit(as_json, [r.to_dict() for r in results], lines)
+
+
+@click.command("imatrix")
+@click.argument("model")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Imatrix GGUF to write.")
+@click.option("--data", default=None, type=click.Path(dir_okay=False),
+              help="Calibration text: a .jsonl of records or a .txt file (default: ra-lite's own set).")
+@click.option("--chunks", type=int, default=None, help="Use at most N chunks (default: all).")
+@click.option("--chunk-size", type=int, default=512, show_default=True, help="Tokens per chunk.")
+@click.option("--threads", "n_threads", type=int, default=None, help="Default: all cores.")
+@click.option("--n-gpu-layers", type=int, default=0, show_default=True,
+              help="Layers to offload (-1 = all) when this build has CUDA/Metal.")
+@click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@click.option("--verbose", is_flag=True, help="Show llama.cpp's log.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def imatrix_command(model, output, data, chunks, chunk_size, n_threads, n_gpu_layers, force, verbose, as_json):
+    """Collect an importance matrix for MODEL (llama.cpp's GGUF imatrix format).
+
+    Runs calibration text through the model and records, for every weight matrix of its blocks,
+    the per-column sum of squared activations. Pass the file to `ra-lite quantize --imatrix`
+    (or to llama.cpp's llama-quantize --imatrix).
+    """
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from ra_lite.convert import atomic
+    from ra_lite.convert.calibration import load_calibration
+    from ra_lite.convert.imatrix import write_imatrix
+    from ra_lite.convert.imatrix_collect import collect_imatrix
+    from ra_lite.pull import resolve_model
+
+    out = Path(output).expanduser()
+    atomic.check_destination(out, force)        # fail before minutes of calibration, not after
+    if chunks is not None and chunks < 1:
+        from ra_lite.errors import RaLiteError
+        raise RaLiteError(f"--chunks {chunks} is not a positive number", "pass --chunks 1 or more")
+    calibration = load_calibration(data)
+    model_path, _ = resolve_model(model)
+    with tqdm(unit="chunk", desc="imatrix", disable=as_json) as bar:
+        def progress(done, total):
+            bar.total = total
+            bar.update(done - bar.n)
+        result = collect_imatrix(model_path, calibration.texts, chunk_size=chunk_size, max_chunks=chunks,
+                                 datasets=[calibration.name], n_threads=n_threads,
+                                 n_gpu_layers=n_gpu_layers, progress=progress, verbose=verbose)
+    write_imatrix(result.imatrix, out, force=force)
+    payload = {"output": str(out), "model": str(model_path), "datasets": [calibration.name],
+               "entries": len(result.imatrix.entries), "chunks": result.n_chunks,
+               "chunk_size": chunk_size, "tokens": result.n_tokens, "seconds": round(result.seconds, 1)}
+    _emit(as_json, payload, [f"wrote {out}: {len(result.imatrix.entries)} weight matrices, {result.n_chunks} "
+                             f"chunks x {chunk_size} tokens of {calibration.name} in {result.seconds:.1f}s"])

@@ -7,7 +7,8 @@ re-producing a file replaces its entry. Publishers upload the manifest with the 
 {"schema_version": 1, "artifacts": [{"file": "x-Q4_K_M.gguf", "quant_type": "Q4_K_M", "size_bytes": ...,
   "sha256": "...", "source_repo": "WisdomShell/RewardAnything-8B-v1", "source_revision": "<commit>|main|null",
   "converter_version": "ra-lite 0.1.0 (converter 1)", "produced_by": "convert|quantize",
-  "parent": {"file": ..., "sha256": ...} | null, "llama_cpp_python_version": ... | null, "created_at": ISO-8601}]}
+  "parent": {"file": ..., "sha256": ...} | null, "llama_cpp_python_version": ... | null, "created_at": ISO-8601,
+  "imatrix": {"file", "sha256", "datasets": [...], "chunk_count", "chunk_size"} | null}]}
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class ManifestEntry:
     parent: dict | None = None
     llama_cpp_python_version: str | None = None
     created_at: str = ""
+    imatrix: dict | None = None   # the importance matrix a quant was made with, and its calibration set
 
     def to_dict(self) -> dict:
         return asdict(self)

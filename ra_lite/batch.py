@@ -13,7 +13,7 @@ import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from ra_lite.errors import RaLiteError
 from ra_lite.request import JudgeRequest, loads_request_json
@@ -140,10 +140,15 @@ class _OutputLock:
 
 
 def run_batch(judge, input_path: str | Path, output_path: str | Path, options=None,
-              progress: Callable[[Iterator, int, int], Iterator] | None = None) -> BatchSummary:
+              progress: Callable[[int, int], object] | None = None,
+              parallel: int | str = "auto") -> BatchSummary:
     """Judge every request in input_path not yet in output_path; return the whole file's summary.
 
-    progress(iterable, total, initial) may wrap the pending items (e.g. a progress bar).
+    parallel: judgments decoded at once (see Judge.judge_many); records are then written in
+    the order they finish, each with its id, so resuming works the same.
+
+    progress(total, already_done) makes a reporter (e.g. ra_lite.progress.ProgressReporter),
+    told update(record) after each record is written, in any order, and close() at the end.
     """
     input_path, output_path = Path(input_path), Path(output_path)
     if input_path.resolve() == output_path.resolve():
@@ -154,19 +159,51 @@ def run_batch(judge, input_path: str | Path, output_path: str | Path, options=No
         done = read_done(output_path)
         pending = [item for item in items if item.id not in done]
         judged_now = 0
-        iterator = iter(pending)
-        if progress is not None:
-            iterator = progress(iterator, len(items), len(items) - len(pending))
-        with open(output_path, "a", encoding="utf-8") as out:
-            for item in iterator:
-                record = _judge_item(judge, item, options)
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
-                out.flush()
-                os.fsync(out.fileno())
-                done[item.id] = record
-                judged_now += 1
+        slots = _slots(judge, parallel, options) if pending else 1
+        reporter = progress(len(items), len(items) - len(pending)) if progress else None
+        try:
+            with open(output_path, "a", encoding="utf-8") as out:
+                for item, record in _judged(judge, pending, options, slots):
+                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    out.flush()
+                    os.fsync(out.fileno())
+                    done[item.id] = record
+                    judged_now += 1
+                    if reporter is not None:
+                        reporter.update(record)
+        finally:
+            if reporter is not None:
+                reporter.close()
     wanted = {item.id for item in items}
     return summarize([r for i, r in done.items() if i in wanted], judged_now, len(items))
+
+
+def _slots(judge, parallel, options) -> int:
+    from ra_lite.parallel_judge import resolve_parallel
+
+    return resolve_parallel(judge, parallel, options)
+
+
+def _judged(judge, pending: list[BatchItem], options, slots: int):
+    """(item, record) for every pending item: in input order with one slot, else as finished."""
+    if slots <= 1:
+        for item in pending:
+            yield item, _judge_item(judge, item, options)
+        return
+    from ra_lite.parallel_judge import judge_each
+
+    valid = [item for item in pending if item.request is not None]
+    for item in pending:
+        if item.request is None:
+            yield item, {"id": item.id, "error": item.error}
+    for outcome in judge_each(judge, [item.request for item in valid], options, slots):
+        item = valid[outcome.index]
+        if outcome.error is None:
+            yield item, {"id": item.id, **outcome.judgment.to_dict()}
+        elif isinstance(outcome.error, RaLiteError):   # as _judge_item: record it, go on
+            yield item, {"id": item.id, "error": outcome.error.one_line()}
+        else:
+            raise outcome.error
 
 
 def _judge_item(judge, item: BatchItem, options) -> dict:

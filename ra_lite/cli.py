@@ -22,6 +22,7 @@ from ra_lite.errors import RaLiteError
 LAZY_COMMANDS = {
     "convert": "ra_lite.convert.cli:convert_command",
     "quantize": "ra_lite.convert.cli:quantize_command",
+    "imatrix": "ra_lite.convert.cli:imatrix_command",
     "bench": "ra_lite.bench.cli:bench_command",
     "pull": "ra_lite.serve.cli:pull_command",
     "serve": "ra_lite.serve.cli:serve_command",
@@ -81,6 +82,9 @@ def model_options(f):
                      help="CPU threads. Default: all CPUs up to 4, else half of them."),
         click.option("--flash-attn/--no-flash-attn", default=True, show_default=True),
         click.option("--verbose", is_flag=True, help="Show llama.cpp's own log."),
+        click.option("--prompt-cache/--no-prompt-cache", default=True, show_default=True,
+                     help="Reuse the shared prompt prefix's KV state saved by an earlier run "
+                          "(in ~/.cache/ra-lite/prompt-cache)."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -96,6 +100,9 @@ def generation_options(f):
         click.option("--temperature", type=float, default=DEFAULT_TEMPERATURE, show_default=True),
         click.option("--top-p", type=float, default=DEFAULT_TOP_P, show_default=True),
         click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--repetition-guard/--no-repetition-guard", default=True, show_default=True,
+                     help="Close the reasoning early when it repeats a span back to back "
+                          "(an exact loop)."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -103,14 +110,15 @@ def generation_options(f):
 
 
 def load_judge(model, n_ctx, n_gpu_layers, n_threads, flash_attn, verbose, think_budget,
-               no_think, temperature, top_p, seed):
+               no_think, temperature, top_p, seed, repetition_guard=True, prompt_cache=True):
     """Builds the Judge for a command (tests replace this to drive the CLI with a fake)."""
     from ra_lite.judge import JudgeOptions, load
 
     options = JudgeOptions(think_budget=0 if no_think else think_budget,
-                           temperature=temperature, top_p=top_p, seed=seed)
+                           temperature=temperature, top_p=top_p, seed=seed,
+                           repetition_guard=repetition_guard)
     return load(model, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads,
-                flash_attn=flash_attn, verbose=verbose, options=options)
+                flash_attn=flash_attn, verbose=verbose, options=options, prompt_cache=prompt_cache)
 
 
 def parse_response_flag(value: str) -> tuple[str, str]:
@@ -159,9 +167,12 @@ def read_requests(source: str) -> list:
 @click.option("--response", "-r", "response_flags", multiple=True,
               help="NAME=TEXT or NAME=@file; repeat for each response.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result object as JSON.")
+@click.option("--stream/--no-stream", default=None,
+              help="Show the reasoning on stderr as it is generated. Default: when stderr is a "
+                   "terminal. Never written to stdout.")
 @model_options
 @generation_options
-def judge(request_file, principle, prompt_text, response_flags, as_json, **settings):
+def judge(request_file, principle, prompt_text, response_flags, as_json, stream, **settings):
     """Judge responses: from flags, a JSON/JSONL REQUEST_FILE, or '-' (JSON on stdin)."""
     from ra_lite.request import JudgeRequest
 
@@ -182,18 +193,70 @@ def judge(request_file, principle, prompt_text, response_flags, as_json, **setti
             raise RaLiteError(f"two responses are named {duplicate!r}",
                               "give each --response its own name")
         requests = [JudgeRequest.create(principle, prompt_text, dict(pairs))]
+    if stream is None:
+        stream = _is_terminal(sys.stderr)
     with load_judge(**settings) as the_judge:
         for request in requests:
-            result = the_judge.judge_request(request)
+            printer = ReasoningPrinter() if stream else None
+            result = the_judge.judge_request(request, on_reasoning=printer)
+            if printer is not None:
+                printer.finish(result)
             if as_json:
                 click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
             else:
-                click.echo(format_judgment(result))
+                # Reasoning just streamed to the same terminal is not printed a second time.
+                shown = printer is not None and printer.tokens > 0 and _is_terminal(sys.stdout)
+                click.echo(format_judgment(result, show_reasoning=not shown))
 
 
-def format_judgment(result) -> str:
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class ReasoningPrinter:
+    """Writes a judgment's reasoning to stderr as it is generated (an on_reasoning listener),
+    then one line with its token count, rate and why it ended. stderr only: stdout stays the
+    table or the JSON."""
+
+    def __init__(self):
+        import time
+
+        self._clock = time.perf_counter
+        self.started: float | None = None
+        self.tokens = 0
+        self.budget = 0
+
+    def __call__(self, text: str, tokens_so_far: int, budget: int) -> None:
+        if self.started is None:
+            self.started = self._clock()
+            click.echo("reasoning: ", err=True, nl=False)
+        self.tokens, self.budget = tokens_so_far, budget
+        click.echo(text, err=True, nl=False)
+
+    def finish(self, result) -> None:
+        if self.started is None:
+            return
+        seconds = self._clock() - self.started
+        rate = f", {self.tokens / seconds:.1f} tok/s" if seconds > 0 else ""
+        click.echo("", err=True)
+        click.echo(f"ra-lite: {self.tokens}/{self.budget} reasoning tokens{rate}, "
+                   f"ended by {result.think_end}", err=True)
+
+
+THINK_END_NOTES = {
+    "budget": " (reasoning cut at the think budget)",
+    "end_of_generation": " (the model stopped mid-reasoning; ra-lite closed the block)",
+    "repetition": " (reasoning closed early: it was repeating itself; --no-repetition-guard "
+                  "turns this off)",
+}
+
+
+def format_judgment(result, show_reasoning: bool = True) -> str:
     lines = []
-    if result.reasoning:
+    if result.reasoning and show_reasoning:
         lines += ["reasoning:", *("  " + line for line in result.reasoning.splitlines()), ""]
     expected = result.expected_scores or {}
     width = max(len("response"), *(len(n) for n in result.ranking))
@@ -201,9 +264,7 @@ def format_judgment(result) -> str:
     for rank, name in enumerate(result.ranking, 1):
         exp = f"{expected[name]:.2f}" if name in expected else "-"
         lines.append(f"{rank:<5} {name:<{width}}  {result.scores[name]:>5}  {exp:>8}")
-    note = {"budget": " (reasoning cut at the think budget)",
-            "end_of_generation": " (the model stopped mid-reasoning; ra-lite closed the block)",
-            }.get(result.think_end, "")
+    note = THINK_END_NOTES.get(result.think_end, "")
     lines.append(f"{result.timings.total_s:.1f}s, {result.tokens.think} reasoning tokens{note}")
     return "\n".join(lines)
 
@@ -216,15 +277,18 @@ def format_judgment(result) -> str:
               help="Exit 1 if a response's mean score is below this.")
 @click.option("--target", default=None, help="The response name --fail-under checks (default: all).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--parallel", default="auto", show_default=True,
+              help="Judgments decoded at once (one model, shared batches): auto, 1, or N.")
 @model_options
 @generation_options
-def batch(input_file, output, fail_under, target, progress, **settings):
+def batch(input_file, output, fail_under, target, progress, parallel, **settings):
     """Judge every request in INPUT_FILE (JSONL) into --output, resumably."""
     from ra_lite.batch import run_batch
 
     with load_judge(**settings) as the_judge:
         summary = run_batch(the_judge, input_file, output,
-                            progress=_progress_bar("judging") if progress else None)
+                            progress=_progress_bar("judging") if progress else None,
+                            parallel=parallel)
     click.echo(format_summary(summary, output))
     if fail_under is not None:
         failing = summary.below(fail_under, target)
@@ -236,12 +300,12 @@ def batch(input_file, output, fail_under, target, progress, **settings):
 
 
 def _progress_bar(label: str):
-    def wrap(iterable, total, initial):
-        from tqdm import tqdm
+    """run_batch's progress factory: a bar with judgments/s and tokens/s (stderr, TTY only)."""
+    def start(total, done):
+        from ra_lite.progress import ProgressReporter
 
-        return tqdm(iterable, total=total, initial=initial, desc=label, unit="req",
-                    file=sys.stderr, disable=None)
-    return wrap
+        return ProgressReporter(total, done, label=label, unit="req")
+    return start
 
 
 def format_summary(summary, output: Path) -> str:

@@ -14,7 +14,8 @@ from typing import Generator, Iterable, Iterator, Protocol
 
 from ra_lite.chat_template import CHATML_FALLBACK, render_chat
 from ra_lite.defaults import DEFAULT_N_CTX, DEFAULT_TEMPERATURE, DEFAULT_THINK_BUDGET, DEFAULT_TOP_P
-from ra_lite.runtime.decode import DecodeResult, Forcing, SamplingSettings, drive, judgment_steps
+from ra_lite.runtime.decode import (DecodeResult, Forcing, JudgmentCancelled, SamplingSettings,
+                                    drive, judgment_steps)
 from ra_lite.embedded import EMBEDDED_NOTICE
 from ra_lite.errors import RaLiteError
 from ra_lite.grammar import render_answer
@@ -30,12 +31,15 @@ class JudgeOptions:
 
     think_budget: the most tokens the reasoning may take before ra-lite closes it; 0 turns
     thinking off (the paper reports ~8 accuracy points lost without it).
+    repetition_guard: close the reasoning early when it has fallen into an exact loop (a span
+    repeated back to back; see ra_lite.runtime.repetition), recorded as think_end "repetition".
     """
 
     think_budget: int = DEFAULT_THINK_BUDGET
     temperature: float = DEFAULT_TEMPERATURE
     top_p: float = DEFAULT_TOP_P
     seed: int = 0
+    repetition_guard: bool = True
 
     def __post_init__(self):
         if self.think_budget < 0:
@@ -55,13 +59,17 @@ class PreparedJudgment:
     prompt_tokens: list[int]
     sampling: SamplingSettings
     steps: Generator          # ra_lite.runtime.decode.judgment_steps; returns a DecodeResult
+    kv_tokens: int = 0        # the most KV cells it can take: prompt + think budget + answer
 
 
 class Backend(Protocol):
+    """on_reasoning(text, tokens_so_far, budget) is told each reasoning token as generated; a
+    backend that cannot stream accepts it and may never call it."""
+
     description: str
 
     def generate(self, chat: ChatPrompt, options: JudgeOptions,
-                 forcing: Forcing | None = None) -> DecodeResult: ...
+                 forcing: Forcing | None = None, on_reasoning=None) -> DecodeResult: ...
 
 
 class LocalBackend:
@@ -74,6 +82,27 @@ class LocalBackend:
         self.template = info.chat_template or CHATML_FALLBACK
         self.template_is_fallback = info.chat_template is None
         self._answer_reserve: dict[int, int] = {}
+        self._shared_prefix: list[int] | None = None
+
+    def shared_prefix_tokens(self) -> list[int]:
+        """The tokens every judgment on this model starts with: the chat header, the official
+        system prompt and the user turn's opening, up to where two different requests first
+        differ. The prompt cache saves their KV; the parallel engine shares them across
+        sequences. (The engine checks that a prompt really starts with them before relying on it.)
+        """
+        if self._shared_prefix is None:
+            probes = [build_chat_prompt(principle, "p", {"a": "x", "b": "y"})
+                      for principle in ("A", "Z")]
+            token_lists = [self.engine.prompt_tokens(self.render(chat, True),
+                                                     [m["content"] for m in chat.messages])
+                           for chat in probes]
+            shared = 0
+            for a, b in zip(*token_lists):
+                if a != b:
+                    break
+                shared += 1
+            self._shared_prefix = token_lists[0][:shared]
+        return self._shared_prefix
 
     def render(self, chat: ChatPrompt, thinking: bool) -> str:
         return render_chat(self.template, chat.messages, enable_thinking=thinking,
@@ -90,25 +119,30 @@ class LocalBackend:
         settings and its step generator. The sequential path (generate) and the parallel
         scheduler both start here, so both judge by the same rules."""
         thinking = options.think_budget > 0
+        if self._shared_prefix is None:
+            self.engine.set_shared_prefix(self.shared_prefix_tokens())
         rendered = self.render(chat, thinking)
         prompt_tokens = self.engine.prompt_tokens(rendered, [m["content"] for m in chat.messages])
-        self._check_fits(prompt_tokens, chat.masked_names, options.think_budget)
+        kv_tokens = self._check_fits(prompt_tokens, chat.masked_names, options.think_budget)
         steps = judgment_steps(self.engine, prompt_tokens, chat.masked_names,
                                think_budget=options.think_budget,
                                prompt_opens_think=rendered.rstrip().endswith("<think>"),
                                settings=options.sampling, forcing=forcing,
-                               on_reasoning=on_reasoning)
-        return PreparedJudgment(prompt_tokens, options.sampling, steps)
+                               on_reasoning=on_reasoning,
+                               repetition_guard=options.repetition_guard)
+        return PreparedJudgment(prompt_tokens, options.sampling, steps, kv_tokens)
 
     def generate(self, chat: ChatPrompt, options: JudgeOptions,
-                 forcing: Forcing | None = None, on_reasoning=None) -> DecodeResult:
+                 forcing: Forcing | None = None, on_reasoning=None,
+                 cancelled=None) -> DecodeResult:
+        """cancelled: polled between decode steps; True stops with JudgmentCancelled."""
         prepared = self.prepare(chat, options, forcing, on_reasoning)
         self.engine.set_sampling(prepared.sampling)
-        return drive(self.engine, prepared.steps)
+        return drive(self.engine, prepared.steps, cancelled=cancelled)
 
-    def _check_fits(self, prompt_tokens: list[int], names: list[str], think_budget: int) -> None:
+    def _check_fits(self, prompt_tokens: list[int], names: list[str], think_budget: int) -> int:
         """Refuse up front what cannot fit, instead of truncating the prompt like the official
-        runtime does (it silently cut prompts to 4096 tokens)."""
+        runtime does (it silently cut prompts to 4096 tokens). Returns the worst case in tokens."""
         n = len(names)
         if n not in self._answer_reserve:
             # The longest answer: its token count plus room for the think-block closing text.
@@ -118,7 +152,7 @@ class LocalBackend:
         needed = len(prompt_tokens) + think_budget + answer
         n_ctx = self.engine.n_ctx
         if needed <= n_ctx:
-            return
+            return needed
         trained = self.engine.info.context_length
         room = f"raise --n-ctx (this model was trained on up to {trained})" if trained and \
             trained > n_ctx else "shorten the responses"
@@ -139,27 +173,75 @@ class Judge:
 
     def judge(self, principle: str, prompt: str, responses: dict[str, str] | list,
               *, think_budget: int | None = None, temperature: float | None = None,
-              top_p: float | None = None, seed: int | None = None) -> Judgment:
+              top_p: float | None = None, seed: int | None = None,
+              repetition_guard: bool | None = None, on_reasoning=None) -> Judgment:
+        """on_reasoning(text, tokens_so_far, budget): called with each piece of reasoning as it
+        is generated (whole characters), e.g. to stream it or show progress."""
         request = JudgeRequest.create(principle, prompt, responses)
         overrides = {k: v for k, v in dict(think_budget=think_budget, temperature=temperature,
-                                           top_p=top_p, seed=seed).items() if v is not None}
-        return self.judge_request(request, replace(self.options, **overrides))
+                                           top_p=top_p, seed=seed,
+                                           repetition_guard=repetition_guard).items()
+                     if v is not None}
+        return self.judge_request(request, replace(self.options, **overrides),
+                                  on_reasoning=on_reasoning)
 
     def judge_request(self, request: JudgeRequest, options: JudgeOptions | None = None,
-                      forcing_from: Judgment | None = None) -> Judgment:
+                      forcing_from: Judgment | None = None, on_reasoning=None,
+                      cancelled=None) -> Judgment:
+        """cancelled: a callable; when it turns True the judgment stops (between decode steps
+        on a local model, before starting on a backend that cannot stop midway) and raises
+        ra_lite.runtime.decode.JudgmentCancelled. The server uses it for clients that left."""
         options = options or self.options
         chat = build_chat_prompt(request.principle, request.prompt, request.responses)
         forcing = _forcing(forcing_from, chat) if forcing_from is not None else None
-        result = self.backend.generate(chat, options, forcing)
+        # Passed only when given, so a backend written before streaming existed still works.
+        streaming = {"on_reasoning": on_reasoning} if on_reasoning is not None else {}
+        if cancelled is not None:
+            if cancelled():
+                raise JudgmentCancelled()
+            if _accepts_keyword(self.backend.generate, "cancelled"):
+                streaming["cancelled"] = cancelled
+        result = self.backend.generate(chat, options, forcing, **streaming)
         return _to_judgment(result, chat, self.model_name)
 
     def judge_many(self, requests: Iterable[JudgeRequest | dict],
-                   options: JudgeOptions | None = None) -> Iterator[Judgment]:
-        """Judgments in request order, one at a time (each reuses the cached prompt prefix)."""
+                   options: JudgeOptions | None = None, on_reasoning=None,
+                   parallel: int | str = "auto") -> Iterator[Judgment]:
+        """Judgments in request order, each yielded as soon as it and those before it are done.
+
+        parallel: judgments decoded at once on a local model (one llama.cpp context, shared
+        batches; see ra_lite.parallel_judge); "auto" picks from the hardware and the KV memory
+        (1 when on_reasoning is given), 1 judges one at a time. Bad values raise RaLiteError.
+        """
+        from ra_lite.parallel_judge import judge_in_order, resolve_parallel
+
+        if on_reasoning is not None and parallel == "auto":
+            parallel = 1
+        slots = resolve_parallel(self, parallel, options)
+        if slots > 1:
+            if on_reasoning is not None:
+                raise RaLiteError("on_reasoning streams one judgment at a time",
+                                  "use parallel=1 to stream reasoning")
+            yield from judge_in_order(self, requests, options, slots)
+            return
         for request in requests:
             if isinstance(request, dict):
                 request = JudgeRequest.from_dict(request)
-            yield self.judge_request(request, options)
+            yield self.judge_request(request, options, on_reasoning=on_reasoning)
+
+    def prepare_request(self, request: JudgeRequest, options: JudgeOptions | None = None):
+        """(PreparedJudgment, to_judgment): a local judgment ready for any driver, and the
+        function that maps its DecodeResult back to a Judgment (the parallel runner's entry)."""
+        chat = build_chat_prompt(request.principle, request.prompt, request.responses)
+        prepared = self.backend.prepare(chat, options or self.options)
+        return prepared, lambda result: _to_judgment(result, chat, self.model_name)
+
+    def parallel_runner(self, slots: int):
+        """A ra_lite.parallel_judge.ParallelRunner with `slots` (>= 2) sequences on this judge's
+        local model; RaLiteError for a remote backend or a bad slot count. Close it when done."""
+        from ra_lite.parallel_judge import ParallelRunner
+
+        return ParallelRunner(self, slots)
 
     def compare(self, principle: str, prompt: str, a: str, b: str, **kwargs) -> Comparison:
         """Which of two responses the principle prefers (named "a" and "b")."""
@@ -192,6 +274,17 @@ class Judge:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _accepts_keyword(function, name: str) -> bool:
+    """Whether `function` takes keyword `name` (backends written before it existed do not)."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == name or p.kind is p.VAR_KEYWORD for p in parameters)
 
 
 def _forcing(reference: Judgment, chat: ChatPrompt) -> Forcing:
@@ -234,10 +327,12 @@ def _to_judgment(result: DecodeResult, chat: ChatPrompt, model: str) -> Judgment
 
 def load(model: str | Path | None = None, *, n_ctx: int = DEFAULT_N_CTX, n_gpu_layers: int | str = "auto",
          n_threads: int | None = None, flash_attn: bool = True, verbose: bool = False,
-         options: JudgeOptions | None = None, notify=None) -> Judge:
+         options: JudgeOptions | None = None, notify=None, prompt_cache: bool = True) -> Judge:
     """Load a GGUF judge. model=None uses the embedded smoke-test model (not a real judge).
 
     notify: called with one-line notices (which model, offload decision); default: stderr.
+    prompt_cache: restore the shared prompt prefix's KV state saved by an earlier process (and
+    save it after prefilling it), under the ra-lite cache directory; False never reads or writes.
     """
     from ra_lite.pull import resolve_model
     from ra_lite.runtime.engine import LlamaEngine, print_notice
@@ -247,7 +342,8 @@ def load(model: str | Path | None = None, *, n_ctx: int = DEFAULT_N_CTX, n_gpu_l
     if embedded:
         notify(EMBEDDED_NOTICE)
     engine = LlamaEngine.load(path, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads,
-                              flash_attn=flash_attn, verbose=verbose, notify=notify)
+                              flash_attn=flash_attn, verbose=verbose, notify=notify,
+                              prompt_cache=prompt_cache)
     notify(f"model {engine.describe()}")
     backend = LocalBackend(engine)
     if backend.template_is_fallback:

@@ -51,13 +51,14 @@ class PullResult:
 def pull(ref: str, *, from_source: bool = False, force: bool = False,
          registry: str | Path | None = None, endpoint: str | None = None,
          cache_dir: str | Path | None = None, keep_f16: bool = False, progress: bool = True,
-         offline: bool | None = None, notify=None) -> PullResult:
+         offline: bool | None = None, notify=None, imatrix: bool = True) -> PullResult:
     """Make the GGUF named by `ref` available locally and return where it is.
 
     force: download (or rebuild) even when a copy is already there. endpoint / cache_dir: passed to
     huggingface_hub (default: HF_ENDPOINT / HF_HOME). keep_f16: with from_source, keep the
     intermediate F16 GGUF (as large as the checkpoint) instead of deleting it. offline: only
-    look in the cache (default: HF_HUB_OFFLINE).
+    look in the cache (default: HF_HUB_OFFLINE). imatrix: with from_source, quantize types at or
+    below 4 bits with an importance matrix collected on ra-lite's calibration set (the default).
     """
     offline = hub_offline() if offline is None else offline
     endpoint = endpoint or os.environ.get("HF_ENDPOINT") or None
@@ -83,7 +84,8 @@ def pull(ref: str, *, from_source: bool = False, force: bool = False,
         if built.exists() and not force:
             return _local_result(ref, built, "local-build")
         return _local_result(ref, build_from_source(entry, quant, keep_f16=keep_f16,
-                                                    progress=progress, notify=notify), "converted")
+                                                    progress=progress, notify=notify,
+                                                    imatrix=imatrix), "converted")
     if artifact is None:
         if built.exists():
             return _local_result(ref, built, "local-build")
@@ -211,13 +213,15 @@ def _sha256_file(path: Path, progress: bool) -> str:
 
 
 def build_from_source(entry, quant: str, *, keep_f16: bool = False, progress: bool = True,
-                      notify=None) -> Path:
+                      notify=None, imatrix: bool = True) -> Path:
     """Download the entry's checkpoint, convert it to F16 GGUF, quantize it to `quant`.
 
-    Needs room for the checkpoint (HF cache) plus the F16 file plus the output.
+    Needs room for the checkpoint (HF cache) plus the F16 file plus the output. For types at or
+    below 4 bits (and imatrix=True) an importance matrix is collected on the F16 model first, on
+    ra-lite's calibration set, and kept next to the output (<name>-imatrix.gguf) for reuse.
     """
     from ra_lite.convert.hf_to_gguf import convert
-    from ra_lite.convert.quantize import quantize
+    from ra_lite.convert.quantize import benefits_from_imatrix, quantize
 
     notify = notify or (lambda message: None)
     out_dir = ra_lite_home() / "models" / entry.name
@@ -233,7 +237,12 @@ def build_from_source(entry, quant: str, *, keep_f16: bool = False, progress: bo
            f"quantize")
     convert(entry.repo_id, f16, "f16", revision=entry.revision, force=True, progress=progress)
     try:
-        results = quantize(f16, quant, out_dir=out_dir, force=True, progress=progress)
+        imatrix_file = None
+        if imatrix and benefits_from_imatrix(quant):
+            imatrix_file = _build_imatrix(f16, out_dir / f"{entry.display_name}-imatrix.gguf", notify)
+        elif benefits_from_imatrix(quant):
+            notify(f"quantizing {quant} without an importance matrix (--no-imatrix)")
+        results = quantize(f16, quant, out_dir=out_dir, force=True, progress=progress, imatrix=imatrix_file)
     finally:
         if not keep_f16:
             f16.unlink(missing_ok=True)
@@ -241,6 +250,22 @@ def build_from_source(entry, quant: str, *, keep_f16: bool = False, progress: bo
     if produced != target:   # quantize names outputs itself; keep ours stable for resolve_model
         os.replace(produced, target)
     return target
+
+
+def _build_imatrix(f16: Path, target: Path, notify) -> Path:
+    """Collect (or reuse) the importance matrix of the F16 model, on ra-lite's calibration set."""
+    from ra_lite.convert.calibration import load_calibration
+    from ra_lite.convert.imatrix import write_imatrix
+    from ra_lite.convert.imatrix_collect import collect_imatrix
+
+    if target.exists():
+        notify(f"using the importance matrix {target} (delete it to collect a new one)")
+        return target
+    calibration = load_calibration()
+    notify(f"types at or below 4 bits lose less with an importance matrix: collecting one on "
+           f"{f16.name} over {calibration.name} (a few minutes on a CPU; --no-imatrix skips it)")
+    result = collect_imatrix(f16, calibration.texts, datasets=[calibration.name])
+    return write_imatrix(result.imatrix, target, force=True)
 
 
 def resolve_model(model: str | Path | None, registry: str | Path | None = None) -> tuple[Path, bool]:

@@ -37,7 +37,7 @@ class FakeBackend:
     def queue(self, *outputs: str) -> None:
         self.outputs.extend(outputs)
 
-    def generate(self, chat, options, forcing=None) -> DecodeResult:
+    def generate(self, chat, options, forcing=None, on_reasoning=None) -> DecodeResult:
         self.calls.append((chat, options))
         if self.outputs:
             text = self.outputs.pop(0)
@@ -47,6 +47,12 @@ class FakeBackend:
             raise AssertionError("FakeBackend has no queued output left")
         reasoning, scores, ranking = parse_answer(text, chat.masked_names)
         closed = THINK_CLOSE in text
+        if on_reasoning is not None:
+            # Streamed word by word, as a model would (a word standing in for a token).
+            words = reasoning.split(" ")
+            for count, word in enumerate(words, 1):
+                on_reasoning(word + (" " if count < len(words) else ""), count,
+                             options.think_budget)
         return DecodeResult(
             text=text, reasoning=reasoning, scores=scores, ranking=ranking,
             choices=[ChoiceRecord("score", k, [str(v)], [1.0], str(v)) for k, v in scores.items()],

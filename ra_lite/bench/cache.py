@@ -29,6 +29,8 @@ class BenchSettings:
     top_p: float = 1.0
     seed: int = 0
     n_ctx: int = 8192
+    # Part of the key: judgments with and without the guard differ and must not be mixed.
+    repetition_guard: bool = True
 
     def key(self) -> str:
         text = json.dumps({"format": CACHE_FORMAT, **asdict(self)}, sort_keys=True)

@@ -30,12 +30,14 @@ def model_section(model: ModelResults, items: list[BenchItem], role: str,
             "error": record.get("error"),
             "think_tokens": judgment["tokens"]["think"] if judgment else None,
             "think_truncated": judgment["think_truncated"] if judgment else None,
+            "think_end": judgment.get("think_end") if judgment else None,
         })
     section = {
         "label": model.label, "role": role, "path": model.path, "sha256": model.sha256,
         "quant": model.quant, "size_bytes": model.size_bytes,
         "embedded_smoke_test_model": model.embedded,
         "aggregates": summary.overall.to_dict(),
+        "think_ends": think_end_counts(predictions),
         "by_category": {k: v.to_dict() for k, v in sorted(summary.groups["category"].items())},
         "by_domain": {k: v.to_dict() for k, v in sorted(summary.groups["domain"].items())},
         "by_tag": {k: v.to_dict() for k, v in sorted(summary.groups["tags"].items())},
@@ -44,6 +46,16 @@ def model_section(model: ModelResults, items: list[BenchItem], role: str,
     if agreement is not None:
         section["agreement_with_reference"] = agreement.to_dict()
     return section
+
+
+def think_end_counts(predictions: list[dict]) -> dict[str, int]:
+    """How many judgments' reasoning ended each way (model, budget, repetition, ...)."""
+    counts: dict[str, int] = {}
+    for prediction in predictions:
+        if prediction["valid"]:
+            end = prediction.get("think_end") or "unknown"
+            counts[end] = counts.get(end, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def build_report(sections: list[dict], items: list[BenchItem], data_source: str,
@@ -79,7 +91,7 @@ def markdown(report: dict) -> str:
         "",
         f"ra-lite {report['ra_lite']}, llama-cpp-python {report['llama_cpp_python']}, "
         f"{report['created']}. Think budget {s['think_budget']}, temperature {s['temperature']}, "
-        f"seed {s['seed']}.",
+        f"seed {s['seed']}, repetition guard {'on' if s.get('repetition_guard', True) else 'off'}.",
         "",
         "| model | role | quant | size MiB | valid % | pairwise acc % | Kendall τ-b | NDCG | top-1 % "
         "| exact % | agree w/ ref % | τ vs ref | score MAE | same scores+rank % | mean KLD | same top score % |",
@@ -94,6 +106,11 @@ def markdown(report: dict) -> str:
             f"{_pct(g.get('pairwise_agreement'))} | {_f(g.get('kendall_tau'))} | "
             f"{_f(g.get('score_mae'))} | {_pct(g.get('exact_match_rate'))} | "
             f"{_f(g.get('mean_kld'), 5)} | {_pct(g.get('same_top_score_rate'))} |")
+    lines += ["", "How the reasoning ended (judgments):", ""]
+    for m in report["models"]:
+        ends = m.get("think_ends") or {}
+        lines.append(f"- {m['label']}: " +
+                     (", ".join(f"{why} {n}" for why, n in ends.items()) or "–"))
     categories = sorted({c for m in report["models"] for c in m["by_category"]})
     lines += ["", "Pairwise accuracy (%) by principle category:", "",
               "| model | " + " | ".join(categories) + " |",

@@ -72,8 +72,11 @@ def _mean(values: list[float]) -> float:
 def evaluate_model(model: str | None, items: list[BenchItem], settings: BenchSettings,
                    cache: ResultCache, *, reference: ModelResults | None = None,
                    is_reference: bool = False, notify: Callable[[str], None] = print,
-                   progress: Callable | None = None) -> ModelResults:
+                   progress: Callable | None = None, parallel: int | str = "auto"
+                   ) -> ModelResults:
     """Judge (or read from the cache) every item; with `reference`, also replay its outputs.
+
+    parallel: judgments decoded at once (see Judge.judge_many); replays stay sequential.
 
     is_reference: replay this model's own outputs through itself (the other side of the KLD),
     in the same model load.
@@ -105,15 +108,17 @@ def evaluate_model(model: str | None, items: list[BenchItem], settings: BenchSet
             todo.append(item)
         else:
             results.records[item.id] = cached
-    steps = progress(todo, f"judging with {path.name}") if progress and todo else todo
-    for item in steps:
-        request = JudgeRequest.create(item.principle, item.prompt, item.responses)
-        try:
-            judgment = loaded().judge_request(request, options)
+    reporter = progress(len(todo), f"judging with {path.name}") if progress and todo else None
+    for item, judgment, error in _judged(loaded, todo, options, parallel):
+        if error is None:
             results.records[item.id] = cache.put_judgment(sha, settings, item.id, judgment)
-        except RaLiteError as e:   # e.g. an item too long for the context: invalid, recorded
+        else:    # e.g. an item too long for the context: invalid, recorded
             results.records[item.id] = cache.put_judgment(sha, settings, item.id, None,
-                                                          e.one_line())
+                                                          error.one_line())
+        if reporter is not None:
+            reporter.update(judgment)
+    if reporter is not None:
+        reporter.close()
     if is_reference:
         reference = results
     if reference is not None:
@@ -123,11 +128,27 @@ def evaluate_model(model: str | None, items: list[BenchItem], settings: BenchSet
     return results
 
 
+def _judged(loaded, todo: list[BenchItem], options, parallel):
+    """(item, judgment, RaLiteError) per item, as each finishes."""
+    if not todo:
+        return
+    from ra_lite.parallel_judge import judge_each, resolve_parallel
+
+    judge = loaded()
+    slots = resolve_parallel(judge, parallel, options)
+    requests = [JudgeRequest.create(i.principle, i.prompt, i.responses) for i in todo]
+    for outcome in judge_each(judge, requests, options, slots):
+        if outcome.error is not None and not isinstance(outcome.error, RaLiteError):
+            raise outcome.error
+        yield todo[outcome.index], outcome.judgment, outcome.error
+
+
 def _options(settings: BenchSettings):
     from ra_lite.judge import JudgeOptions
 
     return JudgeOptions(think_budget=settings.think_budget, temperature=settings.temperature,
-                        top_p=settings.top_p, seed=settings.seed)
+                        top_p=settings.top_p, seed=settings.seed,
+                        repetition_guard=settings.repetition_guard)
 
 
 def _replay_reference(results: ModelResults, reference: ModelResults, items: list[BenchItem],
@@ -141,13 +162,17 @@ def _replay_reference(results: ModelResults, reference: ModelResults, items: lis
             todo.append(item)
         else:
             results.replays[item.id] = cached
-    steps = progress(todo, f"replaying reference through {results.label}") \
-        if progress and todo else todo
-    for item in steps:
+    reporter = progress(len(todo), f"replaying reference through {results.label}",
+                        count_tokens=False) if progress and todo else None
+    for item in todo:
         request = JudgeRequest.create(item.principle, item.prompt, item.responses)
         replayed = loaded().replay(request, reference.judgment(item.id), _options(settings))
         results.replays[item.id] = cache.put_replay(results.sha256, settings, reference.sha256,
                                                     item.id, replayed.score_probabilities or {})
+        if reporter is not None:
+            reporter.update()
+    if reporter is not None:
+        reporter.close()
 
 
 def item_results(model: ModelResults, items: list[BenchItem]) -> list[metrics.ItemResult]:

@@ -8,6 +8,8 @@ Modules, in import order (each imports only those above it, never the reverse):
     prompt_tokens   prompt tokenization that keeps message contents out of control tokens
     decode          the constrained judgment decoder (a step generator, engine-agnostic)
     engine          one loaded model + one llama.cpp context (the only llama_cpp user for judging)
+    scheduler       continuous batching of many judgments' step generators in slots (pure logic)
+    multi_engine    a multi-sequence llama.cpp context on an engine's loaded model, for scheduler
 
 Nothing here runs on import; llama_cpp is imported only when a model is loaded.
 """

@@ -34,6 +34,7 @@ from typing import Protocol
 import numpy as np
 
 from ra_lite.grammar import THINK_CLOSE, THINK_OPEN, AnswerGrammar, Choice, Forced
+from ra_lite.runtime.repetition import RepetitionDetector
 
 # Text that closes a think block cut short by the budget, and what follows a closed block.
 BUDGET_CLOSE = "\n" + THINK_CLOSE + "\n\n"
@@ -136,7 +137,7 @@ class DecodeResult:
     think_tokens: list[int]        # the reasoning's own tokens (not the closing)
     think_closing: str             # forced text from the end of reasoning to the answer
     think_end: str                 # why reasoning ended: off, model, budget, end_of_generation,
-                                   # or replayed
+                                   # repetition (an exact loop, see repetition.py), or replayed
     prompt_tokens: int
     prompt_tokens_reused: int
     answer_tokens: int
@@ -266,7 +267,8 @@ def decode(engine: Engine, prompt_tokens: list[int], masked_names: list[str], *,
            think_budget: int, prompt_opens_think: bool = False,
            settings: SamplingSettings | None = None,
            forcing: Forcing | None = None,
-           on_reasoning: ReasoningListener | None = None) -> DecodeResult:
+           on_reasoning: ReasoningListener | None = None,
+           repetition_guard: bool = True) -> DecodeResult:
     """Generate one valid judgment (or replay `forcing`) after `prompt_tokens` on one engine.
 
     think_budget: max tokens inside <think>; 0 turns thinking off (the prompt must then already
@@ -274,7 +276,8 @@ def decode(engine: Engine, prompt_tokens: list[int], masked_names: list[str], *,
     """
     steps = judgment_steps(engine, prompt_tokens, masked_names, think_budget=think_budget,
                            prompt_opens_think=prompt_opens_think, settings=settings,
-                           forcing=forcing, on_reasoning=on_reasoning)
+                           forcing=forcing, on_reasoning=on_reasoning,
+                           repetition_guard=repetition_guard)
     return drive(engine, steps)
 
 
@@ -314,10 +317,12 @@ def perform(engine: Engine, step: Step):
 def judgment_steps(vocab: Vocabulary, prompt_tokens: list[int], masked_names: list[str], *,
                    think_budget: int, prompt_opens_think: bool = False,
                    settings: SamplingSettings | None = None, forcing: Forcing | None = None,
-                   on_reasoning: ReasoningListener | None = None):
+                   on_reasoning: ReasoningListener | None = None, repetition_guard: bool = True):
     """The judgment as a generator of steps (see the module docstring); returns a DecodeResult.
 
     on_reasoning(text, tokens_so_far, budget) is called for every reasoning token as sampled.
+    repetition_guard: close the reasoning early (think_end "repetition") once it has fallen into
+    an exact loop (ra_lite.runtime.repetition); the steps themselves are the same either way.
     """
     settings = settings or SamplingSettings()
     rng = np.random.default_rng(settings.seed)
@@ -332,7 +337,7 @@ def judgment_steps(vocab: Vocabulary, prompt_tokens: list[int], masked_names: li
             out.force(THINK_OPEN + "\n")
         out.finish()
         reasoning, think_tokens, closing, think_end = yield from _think(
-            vocab, out, think_budget, forcing, on_reasoning)
+            vocab, out, think_budget, forcing, on_reasoning, repetition_guard)
     thought = time.perf_counter()
 
     grammar = AnswerGrammar(masked_names)
@@ -373,7 +378,7 @@ def _replay_target(step: Choice, forcing: Forcing) -> str:
 
 
 def _think(vocab: Vocabulary, out: _Emitter, budget: int, forcing: Forcing | None,
-           on_reasoning: ReasoningListener | None):
+           on_reasoning: ReasoningListener | None, repetition_guard: bool = True):
     """Free-running reasoning (a step generator). Returns (reasoning, content tokens, closing
     text, why it ended).
 
@@ -388,16 +393,17 @@ def _think(vocab: Vocabulary, out: _Emitter, budget: int, forcing: Forcing | Non
         reasoning = _reasoning_text(text + closing.encode())
         end = "replayed"
     else:
-        tokens, text, closing, reasoning, end = yield from _sample_thought(vocab, out, budget,
-                                                                           on_reasoning)
+        tokens, text, closing, reasoning, end = yield from _sample_thought(
+            vocab, out, budget, on_reasoning, repetition_guard)
     out.text_parts.append(text.decode("utf-8", errors="replace"))
     out.force(closing)
     return reasoning, tokens, closing, end
 
 
 def _sample_thought(vocab: Vocabulary, out: _Emitter, budget: int,
-                    on_reasoning: ReasoningListener | None):
+                    on_reasoning: ReasoningListener | None, repetition_guard: bool = True):
     close_token = vocab.single_token(THINK_CLOSE)
+    loops = RepetitionDetector() if repetition_guard else None
     tag = THINK_CLOSE.encode()
     tokens: list[int] = []
     text = b""
@@ -426,6 +432,10 @@ def _sample_thought(vocab: Vocabulary, out: _Emitter, budget: int,
         out.queue([token])
         if on_reasoning is not None:
             on_reasoning(utf8.decode(piece), len(tokens), budget)
+        if loops is not None and loops.feed(token) is not None and len(tokens) < budget:
+            # An exact loop: the model would repeat it to the budget. Close it like the budget
+            # does (the loop's tokens stay: they are evaluated, and a replay needs them).
+            return tokens, text, BUDGET_CLOSE, _reasoning_text(text), "repetition"
     return tokens, text, BUDGET_CLOSE, _reasoning_text(text), "budget"
 
 

@@ -2,7 +2,9 @@
 
 One LlamaEngine holds one loaded model and one context. Successive judgments on it reuse the
 longest shared token prefix already in the KV cache (the chat header and system prompt always;
-the principle too when it repeats), so only the new part of each prompt is evaluated.
+the principle too when it repeats), so only the new part of each prompt is evaluated. A fresh
+process restores the shared prefix's KV from the prompt cache (prefix_state.py) instead of
+prefilling it, and stores it after prefilling it once.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from ra_lite.runtime.offload import OffloadDecision
 class LlamaEngine:
     """A loaded GGUF model and its context, with the primitives decode.py needs."""
 
-    def __init__(self, llm, info: GGUFInfo, offload: OffloadDecision, n_threads: int):
+    def __init__(self, llm, info: GGUFInfo, offload: OffloadDecision, n_threads: int,
+                 prompt_cache: bool = True, notify=None):
         import llama_cpp
 
         self._lib = llama_cpp
@@ -36,11 +39,16 @@ class LlamaEngine:
         self._pieces: dict[int, bytes] = {}
         self._sampler = None
         self._prompt_tokenizer = None
+        self.prompt_cache = prompt_cache
+        self._notify = notify or print_notice
+        self._shared_prefix: list[int] = []
+        self._prefix_cache = None          # a PrefixStateCache, made on first use
+        self.prompt_cache_event = ""       # what the prompt cache last did: hit, stored, miss…
 
     @classmethod
     def load(cls, path: str | Path, *, n_ctx: int = 8192, n_gpu_layers: int | str = "auto",
              n_threads: int | None = None, flash_attn: bool = True,
-             verbose: bool = False, notify=None) -> "LlamaEngine":
+             verbose: bool = False, notify=None, prompt_cache: bool = True) -> "LlamaEngine":
         from ra_lite.runtime.offload import decide_offload, load_with_fallback, plan_offload
 
         info = read_gguf_info(path)
@@ -73,7 +81,7 @@ class LlamaEngine:
                               "the file may be truncated or use an architecture this llama.cpp "
                               "build does not know; run with --verbose to see llama.cpp's log"
                               ) from None
-        return cls(llm, info, offload, threads)
+        return cls(llm, info, offload, threads, prompt_cache=prompt_cache, notify=notify)
 
     # --- tokens -------------------------------------------------------------------------------
     def tokenize(self, text: str) -> list[int]:
@@ -116,8 +124,17 @@ class LlamaEngine:
         return tokens[0] if len(tokens) == 1 else None
 
     # --- evaluation ---------------------------------------------------------------------------
+    def set_shared_prefix(self, tokens: list[int]) -> None:
+        """The tokens every judgment on this model starts with (LocalBackend computes them).
+
+        Prompts that start with them are prefilled in two parts, the prefix then the rest, with
+        or without the prompt cache, so a restored prefix gives the same numbers as a fresh one.
+        """
+        self._shared_prefix = list(tokens)
+
     def start(self, prompt_tokens: list[int]) -> int:
-        """Evaluate a prompt, reusing the longest prefix already in the KV cache."""
+        """Evaluate a prompt, reusing the longest prefix already in the KV cache (or restored
+        from the prompt cache); returns how many prompt tokens were not evaluated."""
         cached = self.llm.input_ids[: self.llm.n_tokens]
         reuse = 0
         for a, b in zip(cached, prompt_tokens):
@@ -127,8 +144,49 @@ class LlamaEngine:
         # At least one token must be evaluated to have logits to sample from.
         reuse = min(reuse, len(prompt_tokens) - 1)
         self.llm.n_tokens = reuse
-        self.feed(prompt_tokens[reuse:])
+        prefix = self._shared_prefix
+        if prefix and reuse < len(prefix) < len(prompt_tokens) and \
+                prompt_tokens[:len(prefix)] == prefix:
+            reuse = self._start_prefix(prefix, reuse)
+        self.feed(prompt_tokens[self.llm.n_tokens:])
         return reuse
+
+    def _start_prefix(self, prefix: list[int], reuse: int) -> int:
+        """Put the shared prefix in the KV cache: restored if saved, else evaluated (and saved).
+        Returns how many of its tokens were not evaluated."""
+        cache = self._prompt_state_cache()
+        if cache is not None:
+            if cache.restore(self.llm.ctx, prefix, 0):
+                self.llm.input_ids[: len(prefix)] = prefix
+                self.llm.n_tokens = len(prefix)
+                self._cache_event(cache, len(prefix))
+                return len(prefix)
+            self._cache_event(cache, len(prefix))   # a miss, or a damaged file rejected
+            self.llm.n_tokens = reuse = 0       # restore() emptied the sequence
+        self.feed(prefix[reuse:])
+        if cache is not None:
+            cache.store(self.llm.ctx, prefix, 0)
+            self._cache_event(cache, len(prefix))
+        return reuse
+
+    def _prompt_state_cache(self):
+        if not self.prompt_cache:
+            return None
+        if self._prefix_cache is None:
+            from ra_lite.runtime.prefix_state import KVLayout, PrefixStateCache
+
+            layout = KVLayout.of(self.llm.ctx, self.llm.context_params)
+            self._prefix_cache = PrefixStateCache(self.info.path, layout)
+        return self._prefix_cache
+
+    def _cache_event(self, cache, n_tokens: int) -> None:
+        self.prompt_cache_event = cache.last_event
+        if cache.last_event == "hit":
+            self._notify(f"prompt cache: restored the {n_tokens}-token shared prefix")
+        elif cache.last_event == "stored":
+            self._notify(f"prompt cache: stored the {n_tokens}-token shared prefix")
+        elif cache.last_event.startswith("rejected") or cache.last_event.startswith("not stored"):
+            self._notify(f"prompt cache: {cache.last_event}")
 
     def feed(self, tokens: list[int]) -> None:
         if self.llm.n_tokens + len(tokens) > self.n_ctx:
@@ -161,8 +219,9 @@ class LlamaEngine:
         return self._sampler.sample(self.llm._ctx, -1)
 
     def describe(self) -> str:
+        cache = "" if self.prompt_cache else ", prompt cache off"
         return f"{self.info.path.name} ({self.info.quant}, {self.offload.reason}, " \
-               f"{self.n_threads} threads, n_ctx {self.n_ctx})"
+               f"{self.n_threads} threads, n_ctx {self.n_ctx}{cache})"
 
     def close(self) -> None:
         self.llm.close()

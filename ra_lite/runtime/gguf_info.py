@@ -149,17 +149,25 @@ def read_header(path: str | Path) -> GGUFHeader:
         for _ in range(n_kv):
             key = string()
             metadata[key] = value(read("<I"), key)
-        tensors = []
+        tensors, data_end = [], 0
         for _ in range(n_tensors):
             name = string()
             dims = [read("<Q") for _ in range(read("<I"))]
             kind = gguf.GGMLQuantizationType(read("<I"))
-            read("<Q")   # offset
+            offset = read("<Q")
             block, block_bytes = gguf.GGML_QUANT_SIZES[kind]
             elements = 1
             for d in dims:
                 elements *= d
             tensors.append(TensorEntry(name, elements, elements // block * block_bytes))
+            data_end = max(data_end, offset + tensors[-1].n_bytes)
+        # The weights follow the header, aligned; a file cut short (an interrupted download)
+        # still has a whole header, so check that the last tensor ends inside the file.
+        alignment = metadata.get("general.alignment") or 32
+        data_start = -(-pos // alignment) * alignment
+        if data_start + data_end > len(m):
+            raise ValueError(f"the tensor data needs {data_start + data_end} bytes but the file "
+                             f"has {len(m)} (truncated)")
     return GGUFHeader(metadata, lengths, tensors)
 
 

@@ -14,6 +14,7 @@ import ra_lite.cli as base_cli
 from ra_lite.cli import generation_options, model_options
 from ra_lite.defaults import DEFAULT_N_CTX
 from ra_lite.errors import RaLiteError
+from ra_lite.serve.server import DEFAULT_DRAIN_TIMEOUT
 
 
 def _notice(message: str) -> None:
@@ -26,10 +27,13 @@ def _notice(message: str) -> None:
               help="Download the original checkpoint and convert + quantize it here.")
 @click.option("--force", is_flag=True, help="Download (or rebuild) even if a copy is cached.")
 @click.option("--keep-f16", is_flag=True, help="With --from-source, keep the F16 GGUF.")
+@click.option("--no-imatrix", is_flag=True,
+              help="With --from-source, quantize without an importance matrix (used by default "
+                   "for types at or below 4 bits).")
 @click.option("--registry", type=click.Path(dir_okay=False), default=None,
               help="Another registry file (default: the bundled one, or RA_LITE_REGISTRY).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def pull_command(ref, from_source, force, keep_f16, registry, as_json):
+def pull_command(ref, from_source, force, keep_f16, no_imatrix, registry, as_json):
     """Download REF into the Hugging Face cache and verify its sha256.
 
     REF: a registry name (rewardanything-8b:Q4_K_M) or hf://owner/repo/file.gguf[@revision].
@@ -37,7 +41,7 @@ def pull_command(ref, from_source, force, keep_f16, registry, as_json):
     from ra_lite.pull import pull
 
     result = pull(ref, from_source=from_source, force=force, registry=registry,
-                  keep_f16=keep_f16, progress=not as_json, notify=_notice)
+                  keep_f16=keep_f16, progress=not as_json, notify=_notice, imatrix=not no_imatrix)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return
@@ -66,13 +70,24 @@ def pull_command(ref, from_source, force, keep_f16, registry, as_json):
               type=click.Choice(["llama.cpp", "vllm", "vllm-legacy", "openai"]))
 @click.option("--remote-model", default=None, help="Model name the remote server expects.")
 @click.option("--remote-api-key", envvar="RA_LITE_REMOTE_API_KEY", default=None)
+@click.option("--remote-tokenizer", default=None, type=click.Path(dir_okay=False),
+              help="The served model's GGUF, to build token-id prompts here (needed for vLLM).")
+@click.option("--remote-text-prompts", is_flag=True,
+              help="Send prompts as text (llama-cpp-python's server needs it); requests that "
+                   "contain control-token text are then refused.")
 @click.option("--workers", type=int, default=None,
-              help="Parallel judgments (default 1; with --remote, 4).")
+              help="With --remote: judgments sent to it at once (default 4).")
+@click.option("--parallel", default=None, metavar="auto|P",
+              help="Local model: judge up to P queued requests at once in one context "
+                   "(continuous batching); 1 = one at a time. Default: auto.")
+@click.option("--drain-timeout", type=float, default=DEFAULT_DRAIN_TIMEOUT, show_default=True,
+              help="On SIGTERM, seconds queued judgments may still run; then they get 503.")
 @click.option("--log-requests/--no-log-requests", default=True, show_default=True)
 @model_options
 @generation_options
 def serve_command(model_arg, host, port, api_key, max_request_bytes, max_responses, max_batch,
-                  queue_size, remote, remote_kind, remote_model, remote_api_key, workers,
+                  queue_size, remote, remote_kind, remote_model, remote_api_key,
+                  remote_tokenizer, remote_text_prompts, workers, parallel, drain_timeout,
                   log_requests, **settings):
     """Serve the RewardAnything HTTP API (POST /api/rewardanything, /api/rewardanything_batch,
     GET /health) for MODEL (default: the embedded smoke-test model)."""
@@ -81,24 +96,60 @@ def serve_command(model_arg, host, port, api_key, max_request_bytes, max_respons
     if model_arg and settings.get("model") and model_arg != settings["model"]:
         raise RaLiteError("two models given (MODEL and --model)", "pass one of them")
     settings["model"] = model_arg or settings.get("model")
+    slots = parse_parallel(parallel)
     if workers is not None and workers > 1 and not remote:
-        raise RaLiteError("a local model runs one judgment at a time (one KV cache)",
-                          "drop --workers, or use --remote to judge on a serving engine")
+        raise RaLiteError("a local model runs one judgment at a time per slot (one KV cache), "
+                          "--workers is for --remote",
+                          "use --parallel P to judge P requests at once in one context")
+    if remote and slots not in (None, "auto"):
+        raise RaLiteError("--parallel is for a local model",
+                          "with --remote, use --workers N (judgments sent to it at once)")
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         _notice(f"warning: listening on {host} without --api-key: anyone who can reach it can "
                 "use it")
-    judge = _remote_judge(remote, remote_kind, remote_model, remote_api_key, settings) \
+    judge = _remote_judge(remote, remote_kind, remote_model, remote_api_key, settings,
+                          tokenizer=remote_tokenizer, text_prompts=remote_text_prompts) \
         if remote else base_cli.load_judge(**settings)
-    config = ServerConfig(host=host, port=port, api_key=api_key,
-                          max_request_bytes=max_request_bytes, max_responses=max_responses,
-                          max_batch=max_batch, queue_size=queue_size,
-                          workers=workers or (4 if remote else 1))
-    server = RewardServer(judge, config, log=_notice if log_requests else None)
-    run_until_signal(server)
-    judge.close()
+    try:
+        config = ServerConfig(host=host, port=port, api_key=api_key,
+                              max_request_bytes=max_request_bytes, max_responses=max_responses,
+                              max_batch=max_batch, queue_size=queue_size,
+                              workers=workers or (4 if remote else 1),
+                              parallel=1 if remote else resolve_parallel(slots, judge),
+                              drain_timeout=drain_timeout)
+        server = RewardServer(judge, config, log=_notice if log_requests else None)
+        if config.parallel > 1:
+            _notice(f"judging up to {config.parallel} requests at once (--parallel)")
+        run_until_signal(server)
+    finally:
+        judge.close()
 
 
-def _remote_judge(url, kind, model, api_key, settings):
+def parse_parallel(value: str | None) -> int | str | None:
+    """--parallel: None (not given), "auto", or a slot count of at least 1."""
+    if value is None or value == "auto":
+        return value
+    try:
+        slots = int(value)
+    except ValueError:
+        raise RaLiteError(f"--parallel {value!r} is not a number of slots",
+                          "pass --parallel auto, or a whole number of at least 1") from None
+    if slots < 1:
+        raise RaLiteError(f"--parallel {slots}: at least 1 slot is needed",
+                          "pass --parallel 1 (one judgment at a time) or more")
+    return slots
+
+
+def resolve_parallel(value: int | str | None, judge) -> int:
+    """The slot count for a local judge: auto (the default) is ra_lite.parallel_judge's
+    documented rule (4 slots on a CPU, 8 with GPU offload, capped by the KV memory that fits);
+    a count the context cannot hold is refused there, naming the limit."""
+    from ra_lite.parallel_judge import resolve_parallel as resolve
+
+    return resolve(judge, "auto" if value is None else value)
+
+
+def _remote_judge(url, kind, model, api_key, settings, tokenizer=None, text_prompts=False):
     from ra_lite.judge import JudgeOptions
     from ra_lite.remote import load_remote
 
@@ -110,14 +161,21 @@ def _remote_judge(url, kind, model, api_key, settings):
     if not (template and str(template).endswith(".gguf")):
         template = None
     return load_remote(url, kind, api_key=api_key, model=model, options=options,
-                       template=template)
+                       template=template, tokenizer=tokenizer, text_prompts=text_prompts)
 
 
 def run_until_signal(server) -> None:
-    """Serve until SIGINT/SIGTERM, then shut down gracefully (finish queued judgments)."""
+    """Serve until SIGINT/SIGTERM, then drain (see RewardServer.shutdown): new requests get
+    503, queued judgments run until --drain-timeout, the rest get 503. A second signal ends the
+    drain at once."""
     stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set())
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def on_signal(*_):
+        if stop.is_set():
+            server.hurry()
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.start()
         _notice(f"serving {server.judge.model_name} on {server.url} "
@@ -126,10 +184,14 @@ def run_until_signal(server) -> None:
         while not stop.wait(0.5):
             pass
         pending = server.worker.pending
-        _notice(f"shutting down: finishing {pending} queued or running job(s)")
+        _notice(f"shutting down: finishing {pending} queued or running job(s) within "
+                f"{server.config.drain_timeout:g} s (--drain-timeout), then 503 to the rest; "
+                "signal again to stop now")
+        sys.stderr.flush()
         finished = server.shutdown(timeout=None)
-        _notice(f"stopped ({server.worker.completed} jobs done"
-                f"{'' if finished else ', some unfinished'})")
+        worker = server.worker
+        _notice(f"stopped ({worker.completed} jobs done"
+                f"{'' if finished else f', {worker.refused_at_deadline} answered 503 at the drain deadline'})")
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

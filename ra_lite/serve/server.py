@@ -15,22 +15,34 @@ original returned masked names from its batch path) and batch results come in re
 format it was trained on) and always maps them back; errors are 4xx with a `detail` that says
 what to fix, never a 500 for bad input.
 
-One model, one context: judgments run on worker threads (one for a local model) fed by a bounded
-queue, so concurrent requests wait their turn instead of interleaving, and a full queue answers
-503 at once. HTTP handling runs on ThreadingHTTPServer threads that only parse, validate and wait.
-`shutdown()` is graceful: stop accepting, finish every queued and running judgment, send their
-answers, then close.
+Judgments run behind a bounded queue (a batch is one job), so a full queue answers 503 at once.
+With `parallel == 1` worker threads take one job at a time (one thread for a local model: one KV
+cache); with `parallel >= 2` one thread drives the judge's parallel runner, which decodes up to
+`parallel` requests in shared llama.cpp batches, admitting queued requests into free slots (a
+batch request may fill several). HTTP handling runs on ThreadingHTTPServer threads that only
+parse, validate and wait.
+
+Operations, because an operator's server must not work for nobody:
+- A client that closes its connection cancels its job: a queued job is dropped unrun, a running
+  one stops between two decode steps (its slot is freed for the next request).
+- `shutdown()` (SIGTERM in `ra-lite serve`) drains: new requests get 503 at once, queued jobs
+  keep being judged until the drain deadline, then every job still queued is answered 503 and
+  every running judgment is stopped between decode steps and answered 503, so the process exits
+  within the deadline plus one decode step, never "20 minutes after SIGTERM".
 """
 
 from __future__ import annotations
 
 import hmac
 import json
-import queue
+import select
+import socket
 import threading
 import time
-from concurrent.futures import Future
-from dataclasses import dataclass
+from collections import deque
+from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
@@ -39,6 +51,14 @@ from ra_lite.request import JudgeRequest, reject_duplicate_keys
 
 SERVICE = "RewardAnything API"
 SINGLE, BATCH, HEALTH = "/api/rewardanything", "/api/rewardanything_batch", "/health"
+# Kubernetes sends SIGKILL 30 s after SIGTERM by default; 25 s leaves time to answer everyone.
+DEFAULT_DRAIN_TIMEOUT = 25.0
+# How often a waiting handler checks whether its client is still connected.
+DISCONNECT_POLL_S = 0.2
+# After the drain deadline, how long a running judgment may take to reach its next decode step
+# (a long prompt is one step) before its client is answered 503 anyway and the server closes.
+STOP_GRACE_S = 10.0
+SHUTTING_DOWN = "the server is shutting down; retry elsewhere"
 
 
 @dataclass
@@ -51,13 +71,22 @@ class ServerConfig:
     max_batch: int = 64               # requests in one batch
     queue_size: int = 64              # waiting jobs (a batch is one job)
     workers: int = 1                  # judgment threads: 1 for a local model (one KV cache)
+    parallel: int = 1                 # slots of a local model's parallel runner; 1 = sequential
     read_timeout: float = 30.0        # seconds a client may take to send its request
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT   # seconds queued jobs may still run at shutdown
 
     def __post_init__(self):
-        for name in ("max_request_bytes", "max_responses", "max_batch", "queue_size", "workers"):
+        for name in ("max_request_bytes", "max_responses", "max_batch", "queue_size", "workers",
+                     "parallel"):
             if getattr(self, name) < 1:
                 raise RaLiteError(f"{name.replace('_', '-')} must be at least 1",
                                   f"pass --{name.replace('_', '-')} 1 or more")
+        if self.parallel > 1 and self.workers > 1:
+            raise RaLiteError(f"--parallel {self.parallel} and --workers {self.workers} together",
+                              "--parallel is for a local model, --workers for --remote: pass one")
+        if not self.drain_timeout >= 0:
+            raise RaLiteError(f"drain timeout {self.drain_timeout} is negative",
+                              "pass --drain-timeout 0 or more seconds")
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
@@ -71,19 +100,74 @@ class HttpError(Exception):
         self.status, self.detail, self.headers = status, detail, headers or {}
 
 
-class JudgeWorker:
-    """Runs jobs (lists of requests) one at a time per worker thread, in arrival order."""
+class ClientGone(Exception):
+    """The client closed its connection while its job waited or ran: nobody to answer."""
 
-    def __init__(self, judge, queue_size: int, workers: int = 1):
+
+def _shutdown_error(what: str) -> HttpError:
+    return HttpError(503, f"{what}: {SHUTTING_DOWN}", {"Connection": "close", "Retry-After": "1"})
+
+
+@dataclass(eq=False)
+class Job:
+    """One HTTP request's work: its judge requests, the future its handler waits on, and why it
+    was cancelled ("client" gone, or "shutdown" deadline), if it was."""
+
+    requests: list[JudgeRequest]
+    future: Future = field(default_factory=Future)
+    reason: str = ""
+    _cancel: threading.Event = field(default_factory=threading.Event)
+
+    def cancel(self, reason: str) -> None:
+        if not self._cancel.is_set():
+            self.reason = reason
+            self._cancel.set()
+
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def resolve(self, results: list | None, error: BaseException | None = None) -> bool:
+        """Deliver the answer once; False if it was already given (e.g. 503 at the deadline)."""
+        try:
+            if error is not None:
+                self.future.set_exception(error)
+            else:
+                self.future.set_result(results)
+            return True
+        except InvalidStateError:
+            return False
+
+    def resolve_cancelled(self) -> None:
+        """Resolve a job that stopped (or never started) because it was cancelled."""
+        from ra_lite.runtime.decode import JudgmentCancelled
+
+        self.resolve(None, _shutdown_error("the judgment was stopped at the drain deadline")
+                     if self.reason == "shutdown" else JudgmentCancelled())
+
+
+class JudgeWorker:
+    """The queue of jobs and what runs them: `workers` sequential threads, or with
+    `parallel >= 2` one thread driving `judge.parallel_runner(parallel)`."""
+
+    def __init__(self, judge, queue_size: int, workers: int = 1, parallel: int = 1):
         self.judge = judge
-        self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
-        self.closed = False
+        self.capacity = queue_size
+        self.parallel = parallel
+        # Raises RaLiteError for a remote backend or more slots than fit: before anything runs.
+        self.runner = judge.parallel_runner(parallel) if parallel > 1 else None
+        self.closed = False           # no new jobs (draining)
+        self.expired = False          # the drain deadline passed: hand out nothing more
         self.started = False
-        self.running = 0
         self.completed = 0
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, name=f"ra-lite-judge-{i}", daemon=True)
-                         for i in range(workers)]
+        self.cancelled = 0            # jobs dropped or stopped because their client left
+        self.refused_at_deadline = 0  # jobs answered 503 (or stopped) at the drain deadline
+        self._jobs: deque[Job] = deque()
+        self._running: set[Job] = set()
+        self._cond = threading.Condition()
+        count = 1 if self.runner is not None else workers
+        target = self._run_parallel if self.runner is not None else self._run_sequential
+        self._threads = [threading.Thread(target=target, name=f"ra-lite-judge-{i}", daemon=True)
+                         for i in range(count)]
 
     def start(self) -> None:
         for thread in self._threads:
@@ -92,50 +176,206 @@ class JudgeWorker:
 
     @property
     def pending(self) -> int:
-        return self.queue.qsize() + self.running
+        with self._cond:
+            return len(self._jobs) + len(self._running)
 
-    def submit(self, requests: list[JudgeRequest]) -> Future:
-        future: Future = Future()
-        with self._lock:   # so that no job slips in after close() queued the stop markers
+    @property
+    def running(self) -> int:
+        with self._cond:
+            return len(self._running)
+
+    def submit(self, requests: list[JudgeRequest]) -> Job:
+        job = Job(requests)
+        with self._cond:
             if self.closed:
-                raise HttpError(503, "the server is shutting down", {"Connection": "close"})
-            try:
-                self.queue.put_nowait((requests, future))
-            except queue.Full:
-                raise HttpError(503, f"the queue is full ({self.queue.maxsize} jobs waiting); "
-                                     "retry shortly", {"Retry-After": "1"}) from None
-        return future
+                raise _shutdown_error("not accepting new requests")
+            if len(self._jobs) >= self.capacity:
+                raise HttpError(503, f"the queue is full ({self.capacity} jobs waiting); "
+                                     "retry shortly", {"Retry-After": "1"})
+            self._jobs.append(job)
+            self._cond.notify()
+        return job
 
-    def close(self, timeout: float | None = None) -> bool:
-        """Refuse new jobs, finish the queued ones; True when every worker stopped in time."""
-        with self._lock:
+    def close(self) -> None:
+        """Refuse new jobs; the queued ones still run (until expire())."""
+        with self._cond:
             self.closed = True
-        if not self.started:
-            return True
-        for _ in self._threads:
-            self.queue.put((None, None))   # after every queued job (FIFO)
+            self._cond.notify_all()
+
+    def idle(self) -> bool:
+        with self._cond:
+            return not self._jobs and not self._running
+
+    def expire(self) -> None:
+        """The drain deadline: answer every queued job 503, stop every running one."""
+        with self._cond:
+            self.closed = self.expired = True
+            queued, self._jobs = list(self._jobs), deque()
+            running = list(self._running)
+            self._cond.notify_all()
+        for job in queued:
+            if job.resolve(None, _shutdown_error("still queued at the drain deadline")):
+                self._count("refused_at_deadline")
+        for job in running:
+            job.cancel("shutdown")
+
+    def abandon(self) -> None:
+        """Answer 503 to jobs still running after the stop grace (their threads are left)."""
+        with self._cond:
+            running = list(self._running)
+        for job in running:
+            job.cancel("shutdown")
+            job.resolve_cancelled()
+
+    def _count(self, name: str) -> None:
+        with self._cond:
+            setattr(self, name, getattr(self, name) + 1)
+
+    def join(self, timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         return not any(t.is_alive() for t in self._threads)
 
-    def _run(self) -> None:
+    def next_job(self, block: bool) -> Job | None:
+        """The next job to run, skipping those whose client left. None: nothing now (block
+        False), or the queue is closed and empty, or the drain deadline passed."""
         while True:
-            requests, future = self.queue.get()
-            if future is None:
-                return
-            if not future.set_running_or_notify_cancel():
-                continue
-            with self._lock:
-                self.running += 1
+            with self._cond:
+                while not self._jobs and block and not self.closed:
+                    self._cond.wait()
+                if self.expired or not self._jobs:
+                    return None
+                job = self._jobs.popleft()
+                if not job.cancelled():
+                    self._running.add(job)
+                    return job
+            self._count("cancelled")
+            job.resolve_cancelled()
+
+    def finish(self, job: Job, results: list | None, error: BaseException | None) -> None:
+        """Resolve a job that ran, and count it."""
+        from ra_lite.runtime.decode import JudgmentCancelled
+
+        with self._cond:
+            if job not in self._running:
+                return                        # already answered (the runner failed)
+            self._running.discard(job)
+            if isinstance(error, JudgmentCancelled) and job.cancelled():
+                if job.reason == "shutdown":
+                    self.refused_at_deadline += 1
+                else:
+                    self.cancelled += 1
+            else:
+                self.completed += 1
+            self._cond.notify_all()
+        if isinstance(error, JudgmentCancelled) and job.cancelled():
+            job.resolve_cancelled()
+        else:
+            job.resolve(results, error)
+
+    def _run_sequential(self) -> None:
+        while (job := self.next_job(block=True)) is not None:
             try:
-                future.set_result([self.judge.judge_request(r) for r in requests])
+                results = []
+                for request in job.requests:
+                    results.append(self.judge.judge_request(request, cancelled=job.cancelled))
+                self.finish(job, results, None)
             except BaseException as e:   # delivered to the waiting handler, never kills the worker
-                future.set_exception(e)
-            finally:
-                with self._lock:
-                    self.running -= 1
-                    self.completed += 1
+                self.finish(job, None, e)
+
+    def _run_parallel(self) -> None:
+        source = QueueSource(self)
+        try:
+            while True:
+                try:
+                    self.runner.run(source)
+                    return
+                except Exception as error:   # a bug or a llama.cpp failure: answer, go on
+                    self._recover(source, error)
+        finally:
+            close = getattr(self.runner, "close", None)
+            if close is not None:
+                close()
+
+    def _recover(self, source: "QueueSource", error: Exception) -> None:
+        """The runner failed: end its slots, answer every job it held with the error (500),
+        and let the next run start clean."""
+        abort = getattr(self.runner, "abort", None)
+        if abort is not None:
+            try:
+                abort()
+            except Exception:   # noqa: BLE001 - the jobs are answered below either way
+                pass
+        source.clear()
+        with self._cond:
+            running = list(self._running)
+        for job in running:
+            self.finish(job, None, error)
+
+
+class QueueSource:
+    """The server queue as the parallel runner's JobSource: each request of a job becomes one
+    JudgeJob; the job's results are gathered in request order and delivered when all are done.
+    The first error (or a cancellation) stops the job's other requests, as in sequential mode."""
+
+    def __init__(self, worker: JudgeWorker):
+        self.worker = worker
+        self._pending: deque = deque()     # JudgeJobs taken from a job, not yet handed out
+
+    def clear(self) -> None:
+        self._pending.clear()
+
+    def take(self, block: bool):
+        from ra_lite.parallel_judge import JudgeJob
+        from ra_lite.runtime.decode import JudgmentCancelled
+
+        while True:
+            while self._pending:
+                judge_job = self._pending.popleft()
+                if judge_job.cancelled() or self.worker.expired:
+                    judge_job.done(None, JudgmentCancelled())
+                    continue
+                return judge_job
+            job = self.worker.next_job(block)
+            if job is None:
+                return None
+            gather = _Gather(self.worker, job)
+            self._pending.extend(JudgeJob(request, None, gather.done_callback(i),
+                                          gather.cancelled)
+                                 for i, request in enumerate(job.requests))
+
+
+class _Gather:
+    """Collects one job's per-request results (called from the runner thread)."""
+
+    def __init__(self, worker: JudgeWorker, job: Job):
+        self.worker, self.job = worker, job
+        self.results: list = [None] * len(job.requests)
+        self.left = len(job.requests)
+        self.error: BaseException | None = None
+
+    def cancelled(self) -> bool:
+        return self.job.cancelled() or self.error is not None
+
+    def done_callback(self, index: int):
+        def done(judgment, error):
+            from ra_lite.runtime.decode import JudgmentCancelled
+
+            if error is not None and self.error is None and not (
+                    isinstance(error, JudgmentCancelled) and self.job.cancelled()):
+                self.error = error            # the first real error stops the others
+            self.results[index] = judgment
+            self.left -= 1
+            if self.left == 0:
+                if self.error is not None:
+                    self.worker.finish(self.job, None, self.error)
+                elif self.job.cancelled():
+                    self.worker.finish(self.job, None, JudgmentCancelled())
+                else:
+                    self.worker.finish(self.job, self.results, None)
+        return done
 
 
 class RewardServer:
@@ -145,8 +385,10 @@ class RewardServer:
         self.judge = judge
         self.config = config or ServerConfig()
         self.log = log
-        self.worker = JudgeWorker(judge, self.config.queue_size, self.config.workers)
+        self.worker = JudgeWorker(judge, self.config.queue_size, self.config.workers,
+                                  self.config.parallel)
         self.draining = False
+        self._drain_deadline: float | None = None
         self._active = 0
         self._idle = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -175,24 +417,34 @@ class RewardServer:
         return self
 
     def shutdown(self, timeout: float | None = None) -> bool:
-        """Stop accepting, finish queued and running judgments, answer them, close.
-
-        Returns True when everything finished within `timeout` (None = wait as long as needed).
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        self.draining = True
+        """Drain and close: new requests get 503 at once; queued jobs keep running until the
+        drain deadline (`timeout`, default config.drain_timeout); then queued jobs are answered
+        503 and running judgments are stopped between decode steps (503). Returns True when
+        every accepted job was judged, False when the deadline cut some off."""
+        drain = self.config.drain_timeout if timeout is None else timeout
+        self._drain_deadline = time.monotonic() + drain
+        self.draining = True              # the accept loop keeps running: late clients get 503
+        self.worker.close()
+        while not self.worker.idle() and time.monotonic() < self._drain_deadline:
+            time.sleep(0.05)
+        finished = self.worker.idle()
+        self.worker.expire()
+        # Running judgments stop between two decode steps; a remote backend finishes its call.
+        stopped = self.worker.join(timeout=STOP_GRACE_S)
+        if not stopped:
+            self.worker.abandon()
+        with self._idle:                  # handlers send their answers
+            grace = time.monotonic() + 5.0
+            while self._active and time.monotonic() < grace:
+                self._idle.wait(0.05)
         if self._thread is not None:
-            self.httpd.shutdown()          # the accept loop ends; open handlers carry on
-        finished = self.worker.close(None if deadline is None else deadline - time.monotonic())
-        with self._idle:
-            while self._active and finished:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    finished = False
-                    break
-                self._idle.wait(left)
+            self.httpd.shutdown()
         self.httpd.server_close()
-        return finished
+        return finished and stopped
+
+    def hurry(self) -> None:
+        """End the drain now (a second SIGTERM/SIGINT): queued jobs get 503 at once."""
+        self._drain_deadline = time.monotonic()
 
     def __enter__(self) -> "RewardServer":
         return self.start()
@@ -204,12 +456,15 @@ class RewardServer:
     def health(self) -> tuple[int, dict]:
         import ra_lite
 
+        worker = self.worker
         body = {"status": "draining" if self.draining else "healthy", "service": SERVICE,
                 "model": self.judge.model_name,
                 "backend": getattr(self.judge.backend, "description", ""),
                 "ra_lite": ra_lite.__version__,
-                "queue": {"pending": self.worker.pending, "capacity": self.config.queue_size,
-                          "completed": self.worker.completed, "workers": self.config.workers},
+                "queue": {"pending": worker.pending, "running": worker.running,
+                          "capacity": self.config.queue_size, "completed": worker.completed,
+                          "cancelled": worker.cancelled, "workers": self.config.workers,
+                          "parallel": self.config.parallel},
                 "limits": {"max_request_bytes": self.config.max_request_bytes,
                            "max_responses": self.config.max_responses,
                            "max_batch": self.config.max_batch}}
@@ -256,12 +511,24 @@ class RewardServer:
                                  f"server's limit of {self.config.max_responses}: split them")
         return request
 
-    def judge_now(self, requests: list[JudgeRequest]) -> list:
-        future = self.worker.submit(requests)
+    def judge_now(self, requests: list[JudgeRequest], client_gone=lambda: False) -> list:
+        """Queue the requests and wait for their judgments; `client_gone` is polled while
+        waiting, and a client that left cancels the job (ClientGone)."""
+        from ra_lite.runtime.decode import JudgmentCancelled
+
+        job = self.worker.submit(requests)
         try:
-            return future.result()
+            while True:
+                try:
+                    return job.future.result(timeout=DISCONNECT_POLL_S)
+                except FutureTimeout:
+                    if client_gone():
+                        job.cancel("client")
+                        raise ClientGone() from None
         except RaLiteError as e:      # e.g. the request does not fit the context
             raise HttpError(400, e.one_line()) from None
+        except JudgmentCancelled:
+            raise ClientGone() from None
 
     def enter(self) -> None:
         with self._idle:
@@ -289,6 +556,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self):
         self.timeout = self.server.app.config.read_timeout   # slow senders cannot pin a thread
+        self.pipelined = False
         super().setup()
 
     def log_message(self, format, *args):   # the app decides what to log
@@ -315,9 +583,12 @@ class _Handler(BaseHTTPRequestHandler):
             app.check_key(self.headers.get("Authorization"))
             body = self._read_body(app.config.max_request_bytes)
             requests, batch = app.parse(path, body)
-            results = [j.to_dict() for j in app.judge_now(requests)]
+            results = [j.to_dict() for j in app.judge_now(requests, self._client_gone)]
             status = 200
             self._send(200, results if batch else results[0])
+        except ClientGone:
+            status = 499                      # nginx's "client closed request": nothing sent
+            self.close_connection = True
         except HttpError as e:
             status = e.status
             # An unread body would be taken for the next request on a kept-alive connection.
@@ -329,6 +600,26 @@ class _Handler(BaseHTTPRequestHandler):
             app.leave()
             if app.log:
                 app.log(f"POST {path} {status} {time.perf_counter() - started:.2f}s")
+
+    def _client_gone(self) -> bool:
+        """True when the client closed (or reset) its connection. It has sent its whole request,
+        so a readable socket with nothing to read is an end of stream. A client that pipelines
+        its next request cannot be told apart from a live one later: stop looking."""
+        if self.pipelined:
+            return False
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            if not readable:
+                return False
+            data = self.connection.recv(1, socket.MSG_PEEK | getattr(socket, "MSG_DONTWAIT", 0))
+        except BlockingIOError:
+            return False
+        except OSError:                       # reset, or the socket is already gone
+            return True
+        if data:
+            self.pipelined = True
+            return False
+        return True
 
     def _method_not_allowed(self):
         self._send(405, {"detail": "Method Not Allowed"})
@@ -374,6 +665,6 @@ class _Handler(BaseHTTPRequestHandler):
             if self.command != "HEAD":
                 self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):
-            pass   # the client left; its judgment was still done in order
+            pass   # the client left after its judgment was done
         if headers.get("Connection") == "close":
             self.close_connection = True

@@ -1,0 +1,90 @@
+"""A pure-Python multi-sequence engine for scheduler tests (the MultiSequenceEngine protocol).
+
+Each slot behaves exactly like tests.support.fake_engine.FakeEngine on its own sequence (logits
+from the sequence's last tokens, a per-judgment RNG), so a judgment scheduled among others must
+reproduce the same tokens as on a FakeEngine alone. The fake also checks what llama.cpp would
+refuse (positions that do not continue the sequence, batches over n_batch, reading a position
+without logits) and simulates a unified KV cache of n_ctx cells where prefix cells are shared.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tests.support.fake_engine import FakeEngine
+
+
+class FakeMultiEngine:
+    def __init__(self, n_ctx: int = 100_000, n_batch: int = 64, refuse_decodes: int = 0):
+        self.n_ctx = n_ctx
+        self.n_batch = n_batch
+        self.vocab = FakeEngine()            # tokenizer side, for judgment_steps
+        self.prefix: list[int] = []
+        self.seqs: dict[int, list[int]] = {}
+        self.shared: dict[int, int] = {}     # slot -> how many of its cells are prefix cells
+        self.engines: dict[int, FakeEngine] = {}
+        self.batches: list[list[tuple[int, int, bool]]] = []   # (slot, tokens, output) per entry
+        self.refused: list[int] = []         # sizes of batches answered "no KV slot"
+        self.refuse_decodes = refuse_decodes  # answer 1 to this many multi-token batches
+        self.max_active = 0
+        self._outputs: dict[int, tuple[int, list[int]]] = {}
+
+    def load_prefix(self, tokens: list[int]) -> None:
+        self.prefix = list(tokens)
+
+    def attach_prefix(self, slot: int, n_tokens: int) -> None:
+        assert not self.seqs.get(slot), "attach into a used slot"
+        self.seqs[slot] = self.prefix[:n_tokens]
+        self.shared[slot] = n_tokens
+
+    def set_sampling(self, slot: int, settings) -> None:
+        engine = FakeEngine()
+        engine.set_sampling(settings)
+        self.engines[slot] = engine
+
+    def used_cells(self, extra: dict[int, int] | None = None) -> int:
+        extra = extra or {}
+        private = sum(len(seq) - self.shared.get(s, 0) for s, seq in self.seqs.items())
+        return len(self.prefix) + private + sum(extra.values())
+
+    def decode(self, entries) -> int:
+        n = sum(len(e.tokens) for e in entries)
+        assert 0 < n <= self.n_batch, f"batch of {n} tokens (n_batch {self.n_batch})"
+        assert len({e.slot for e in entries}) == len(entries), "a slot twice in one batch"
+        adding = {e.slot: len(e.tokens) for e in entries}
+        if self.used_cells(adding) > self.n_ctx or (self.refuse_decodes and n > 1):
+            self.refuse_decodes = max(0, self.refuse_decodes - 1)
+            self.refused.append(n)
+            return 1
+        self._outputs = {}
+        index = 0
+        for e in entries:
+            seq = self.seqs.setdefault(e.slot, [])
+            assert e.pos == len(seq), f"slot {e.slot}: position {e.pos}, sequence has {len(seq)}"
+            seq.extend(e.tokens)
+            index += len(e.tokens)
+            if e.output:
+                self._outputs[index - 1] = (e.slot, list(seq))
+        self.batches.append([(e.slot, len(e.tokens), e.output) for e in entries])
+        self.max_active = max(self.max_active, sum(1 for s in self.seqs.values() if s))
+        return 0
+
+    def _engine_at(self, index: int, slot: int | None = None) -> FakeEngine:
+        assert index in self._outputs, f"no logits at batch index {index}"
+        owner, context = self._outputs[index]
+        assert slot is None or owner == slot, "sampled another slot's position"
+        engine = self.engines[owner]
+        engine.context = context
+        return engine
+
+    def sample(self, slot: int, batch_index: int) -> int:
+        return self._engine_at(batch_index, slot).sample()
+
+    def logits(self, batch_index: int, token_ids: list[int]) -> np.ndarray:
+        return self._engine_at(batch_index).logits(token_ids)
+
+    def release(self, slot: int, from_pos: int = 0) -> None:
+        seq = self.seqs.get(slot, [])
+        del seq[from_pos:]
+        if from_pos == 0:
+            self.shared.pop(slot, None)
