@@ -1,6 +1,6 @@
 """Parallel judging throughput: `batch --parallel P` for P = 1, 2, 4, 8, side by side.
 
-    python benchmarks/parallel.py -o benchmarks/results/parallel.json
+    python benchmarks/parallel.py --requests 16 --think-budget 256 -o benchmarks/results/parallel.json
     python benchmarks/parallel.py --requests 16 --think-budget 64 --skip-qwen
 
 For each model (the embedded SmolLM2 and a random Qwen3-0.6B-shaped Q4_K_M with a 152k vocab,
@@ -8,6 +8,12 @@ built as in judge_speed.py) it loads the model once and runs ra_lite.batch.run_b
 behind `ra-lite batch --parallel P`, on the same JSONL of requests for every P, into a fresh
 output file each time. Reports judgments/s and generated tokens/s (reasoning + answer tokens
 from the records) and the ratio to P = 1 measured in the same run.
+
+Beside each model's rows it measures the ceiling: raw llama_decode throughput with P sequences
+each adding one token per call, on the same multi-sequence context the scheduler uses, at a
+judgment's context length (the shared prefix plus 200 tokens). Whole judgments cannot batch
+better than that; on an arithmetic-bound CPU it is near 1x, which is why `--parallel auto` keeps
+one slot on small CPUs (ra_lite/parallel_judge.py).
 """
 
 from __future__ import annotations
@@ -48,9 +54,49 @@ def measure(judge, requests: Path, work: Path, options, parallel: int) -> dict:
     valid = [r for r in records if "error" not in r]
     tokens = sum(r["ra_lite"]["tokens"]["think"] + r["ra_lite"]["tokens"]["answer"]
                  for r in valid)
+    # The work llama.cpp did: prompt tokens not reused + reasoning + answer tokens evaluated.
+    # Reasoning lengths differ between runs (batching changes the float sums, so sampling
+    # diverges), which moves judgments/s; work per second is the like-for-like throughput.
+    evaluated = sum(t["prompt"] - t["prompt_reused"] + t["think"] + t["answer_evaluated"]
+                    for t in (r["ra_lite"]["tokens"] for r in valid))
     return {"parallel": parallel, "judgments": summary.judged_now, "errors": summary.errors,
             "seconds": seconds, "judgments_per_s": len(valid) / seconds,
-            "generated_tokens": tokens, "generated_tokens_per_s": tokens / seconds}
+            "generated_tokens": tokens, "generated_tokens_per_s": tokens / seconds,
+            "evaluated_tokens": evaluated, "evaluated_tokens_per_s": evaluated / seconds}
+
+
+def decode_ceiling(judge, slot_counts, steps: int = 48, extra_context: int = 200) -> list[dict]:
+    """Aggregate tokens/s of bare llama_decode calls with P sequences, one token each per call."""
+    from ra_lite.parallel_judge import shared_prefix_tokens
+    from ra_lite.runtime.multi_engine import MultiSequenceContext
+    from ra_lite.runtime.scheduler import BatchEntry
+
+    engine = judge.backend.engine
+    prefix = shared_prefix_tokens(judge.backend)
+    filler = prefix[-50:] * (extra_context // 50 + 1)
+    context_tokens = prefix + filler[:extra_context]
+    rows = []
+    for p in slot_counts:
+        context = MultiSequenceContext(engine, max(p, 2))
+        try:
+            context.load_prefix(context_tokens)
+            for slot in range(p):
+                context.attach_prefix(slot, len(context_tokens))
+            position, token = len(context_tokens), context_tokens[-1]
+            started = time.perf_counter()
+            for k in range(steps):
+                status = context.decode([BatchEntry(slot, [token], position + k, True)
+                                         for slot in range(p)])
+                if status != 0:
+                    raise SystemExit(f"llama_decode failed (status {status}) at P={p}")
+            seconds = time.perf_counter() - started
+        finally:
+            context.close()
+        rows.append({"parallel": p, "context_tokens": len(context_tokens),
+                     "decode_tokens_per_s": p * steps / seconds})
+    for row in rows:
+        row["x_vs_p1"] = row["decode_tokens_per_s"] / rows[0]["decode_tokens_per_s"]
+    return rows
 
 
 def run_model(label: str, model, requests: Path, work: Path, options, slot_counts, threads):
@@ -58,7 +104,9 @@ def run_model(label: str, model, requests: Path, work: Path, options, slot_count
 
     work = work / label.split()[0]           # fresh outputs per model (else run_batch resumes)
     work.mkdir()
-    judge = ra_lite.load(model, n_ctx=8192, n_threads=threads, notify=lambda m: None)
+    # prompt_cache off: every P starts from the same state whatever the user's cache holds.
+    judge = ra_lite.load(model, n_ctx=8192, n_threads=threads, notify=lambda m: None,
+                         prompt_cache=False)
     rows = []
     try:
         list(judge.judge_many([json.loads(requests.read_text().splitlines()[0])], options,
@@ -71,19 +119,24 @@ def run_model(label: str, model, requests: Path, work: Path, options, slot_count
             rows.append(row)
             print(f"{label} P={p}: {row['judgments_per_s']:.3f} judgments/s, "
                   f"{row['generated_tokens_per_s']:.1f} tokens/s", file=sys.stderr)
+        ceiling = decode_ceiling(judge, slot_counts)
     finally:
         judge.close()
     base = rows[0]
     for row in rows:
         row["x_judgments_vs_p1"] = row["judgments_per_s"] / base["judgments_per_s"]
         row["x_tokens_vs_p1"] = row["generated_tokens_per_s"] / base["generated_tokens_per_s"]
+        row["x_evaluated_vs_p1"] = row["evaluated_tokens_per_s"] / base["evaluated_tokens_per_s"]
+    for row, bare in zip(rows, ceiling):
+        row["bare_decode_tokens_per_s"] = bare["decode_tokens_per_s"]
+        row["x_bare_decode_vs_p1"] = bare["x_vs_p1"]
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--requests", type=int, default=8)
-    parser.add_argument("--think-budget", type=int, default=32)
+    parser.add_argument("--requests", type=int, default=16)
+    parser.add_argument("--think-budget", type=int, default=256)
     parser.add_argument("--slots", default="1,2,4,8")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--skip-qwen", action="store_true")
@@ -95,6 +148,7 @@ def main() -> None:
     from ra_lite.judge import JudgeOptions
 
     options = JudgeOptions(think_budget=args.think_budget)
+    load_at_start = os.getloadavg()
     slot_counts = [int(s) for s in args.slots.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -110,13 +164,16 @@ def main() -> None:
     result = {"rows": rows, "requests": args.requests, "think_budget": args.think_budget,
               "temperature": options.temperature, "llama_cpp_python": llama_cpp.__version__,
               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-              "load_average_at_end": os.getloadavg()}
-    print("| model | P | judgments/s | × P=1 | generated tokens/s | × P=1 | errors |")
-    print("|---|---|---|---|---|---|---|")
+              "load_average_at_start": load_at_start, "load_average_at_end": os.getloadavg()}
+    print("| model | P | judgments/s | × P=1 | generated tok/s | × P=1 | evaluated tok/s | × P=1 "
+          "| errors | bare llama_decode tok/s | × P=1 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['parallel']} | {r['judgments_per_s']:.3f} | "
               f"{r['x_judgments_vs_p1']:.2f} | {r['generated_tokens_per_s']:.1f} | "
-              f"{r['x_tokens_vs_p1']:.2f} | {r['errors']} |")
+              f"{r['x_tokens_vs_p1']:.2f} | {r['evaluated_tokens_per_s']:.1f} | "
+              f"{r['x_evaluated_vs_p1']:.2f} | {r['errors']} | "
+              f"{r['bare_decode_tokens_per_s']:.1f} | {r['x_bare_decode_vs_p1']:.2f} |")
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(result, indent=2) + "\n")

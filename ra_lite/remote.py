@@ -82,22 +82,27 @@ class Completion:
 
 
 def template_from_gguf(path: str | Path) -> tuple[str, str, str]:
-    """(chat template, BOS text, EOS text) of a local GGUF, to render exactly as LocalBackend."""
-    import gguf
+    """(chat template, BOS text, EOS text) of a local GGUF, to render exactly as LocalBackend.
 
-    reader = gguf.GGUFReader(path)
+    Reads the header only (runtime.gguf_info.read_header): the vocabulary is skipped except the
+    two tokens whose text is needed."""
+    from ra_lite.runtime.gguf_info import read_header
 
-    def field(key):
-        f = reader.fields.get(key)
-        return f.contents() if f is not None else None
-
-    template = field("tokenizer.chat_template")
+    try:
+        header = read_header(path)
+        ids = {which: header.metadata.get(f"tokenizer.ggml.{which}_token_id")
+               for which in ("bos", "eos")}
+        wanted = {i for i in ids.values() if isinstance(i, int)}
+        if wanted:
+            header = read_header(path, pick={"tokenizer.ggml.tokens": wanted})
+    except (OSError, ValueError) as e:
+        raise RaLiteError(f"cannot read {path} as a GGUF: {e}",
+                          "pass the served model's .gguf file (or the template text)") from None
+    template = header.metadata.get("tokenizer.chat_template")
     if not template:
         raise RaLiteError(f"{path} has no chat template", "pass the template text instead")
-    tokens = field("tokenizer.ggml.tokens") or []
-    text = {which: tokens[i] if isinstance(i, int) and 0 <= i < len(tokens) else ""
-            for which, i in (("bos", field("tokenizer.ggml.bos_token_id")),
-                             ("eos", field("tokenizer.ggml.eos_token_id")))}
+    tokens = header.picked.get("tokenizer.ggml.tokens", {})
+    text = {which: tokens.get(i, "") if isinstance(i, int) else "" for which, i in ids.items()}
     return template, text["bos"], text["eos"]
 
 

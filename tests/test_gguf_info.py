@@ -83,6 +83,21 @@ def test_string_arrays_are_counted_not_kept(qwen_vocab_gguf):
     assert header.metadata["tokenizer.ggml.merges"] is None
 
 
+def test_picked_items_of_a_skipped_array_match_gguf_reader(embedded_path):
+    import gguf
+
+    tokens = gguf.GGUFReader(embedded_path).fields["tokenizer.ggml.tokens"].contents()
+    wanted = {0, 1, 2, 1000, len(tokens) - 1}
+    header = read_header(embedded_path, pick={"tokenizer.ggml.tokens": wanted})
+    assert header.picked["tokenizer.ggml.tokens"] == {i: tokens[i] for i in wanted}
+    assert header.metadata["tokenizer.ggml.tokens"] is None        # the rest still skipped
+
+    from ra_lite.remote import template_from_gguf
+
+    template, bos, eos = template_from_gguf(embedded_path)
+    assert (bos, eos) == ("<|im_start|>", "<|im_end|>") and "im_start" in template
+
+
 @pytest.mark.parametrize("fraction", [0.0005, 0.01, 0.3, 0.5, 0.99])
 def test_truncated_file_is_a_clear_error(qwen_vocab_gguf, tmp_path, fraction):
     data = qwen_vocab_gguf.read_bytes()

@@ -251,3 +251,34 @@ def test_judge_rebuilds_a_damaged_state(random_gguf):
     third, event, _, _ = judge_once(random_gguf)
     assert event == "hit"
     same_judgment(first, third)
+
+
+@pytest.mark.slow
+def test_parallel_judging_restores_the_saved_prefix_and_judges_the_same(random_gguf):
+    """The multi-sequence context builds on the same saved states: its prefix sequence is
+    restored instead of evaluated, and greedy judgments are unchanged by it."""
+    import ra_lite
+    from ra_lite.judge import JudgeOptions
+    from ra_lite.request import JudgeRequest
+
+    requests = [JudgeRequest.create("Prefer the correct answer.", f"{i}+2?",
+                                    {"a": str(i + 2), "b": str(i + 3)}) for i in range(3)]
+    options = JudgeOptions(think_budget=8, temperature=0.0)
+
+    def parallel_once(**load_kwargs):
+        notices = []
+        with ra_lite.load(random_gguf, n_ctx=2048, notify=notices.append,
+                          **load_kwargs) as judge:
+            results = list(judge.judge_many(requests, options, parallel=2))
+        return results, [n for n in notices if n.startswith("prompt cache")]
+
+    fresh, notices = parallel_once(prompt_cache=False)
+    assert notices == [] and not default_cache_dir().exists()
+    stored, notices = parallel_once()
+    assert len(notices) == 1 and "stored" in notices[0]
+    assert len(list(default_cache_dir().glob("*.kvstate"))) == 1
+    restored, notices = parallel_once()
+    assert len(notices) == 1 and "restored" in notices[0]
+    for a, b, c in zip(fresh, stored, restored):
+        same_judgment(a, b)
+        same_judgment(a, c)

@@ -91,6 +91,62 @@ def test_scheduled_judgments_match_sequential_ones(slots):
     assert all(not seq for seq in engine.seqs.values())       # every slot's KV released
 
 
+@pytest.mark.parametrize("n_ctx", [100_000, None])
+def test_a_prompt_takes_the_longer_start_a_running_slot_already_evaluated(n_ctx):
+    """One principle, many prompts (a typical batch): later judgments share the principle's
+    cells with a running slot instead of prefilling them, and still match their solo runs. With
+    a context that fits only two worst cases, the shared cells never overdraw the KV budget."""
+    principle = list(range(60, 84))
+    cases = [(PREFIX + principle + [90 + i, 91 + i], names(2 + i % 3), 3 + i % 4, i)
+             for i in range(8)]
+    worst = max(len(c[0]) - len(PREFIX) + c[2] + 40 * len(c[1]) for c in cases)
+    engine = FakeMultiEngine(n_batch=16, n_ctx=n_ctx or len(PREFIX) + 2 * worst)
+    outcomes = Outcomes()
+    SlotScheduler(engine, 4, PREFIX).run(
+        ListSource(task(engine, c, outcomes, i) for i, c in enumerate(cases)))
+    assert engine.refused == []
+    for i, case in enumerate(cases):
+        result, error = outcomes[i]
+        assert error is None
+        alone = sequential(case)
+        assert (result.text, result.think_tokens, result.scores) == \
+            (alone.text, alone.think_tokens, alone.scores)
+    assert engine.copies, "no judgment reused a running slot's cells"
+    reused = [outcomes[i][0].prompt_tokens_reused for i in range(8)]
+    assert reused[0] == len(PREFIX)                        # nothing running yet: the prefix
+    assert max(reused) == len(PREFIX) + len(principle)     # the principle's cells shared too
+    assert all(not seq for seq in engine.seqs.values())
+
+
+@pytest.mark.parametrize("slots, tight", [(1, False), (2, False), (2, True)])
+def test_a_finished_judgments_cells_serve_the_next_prompt(slots, tight):
+    """One slot (or two), one request after another: the next prompt shares the principle with
+    the judgment that just finished, whose cells its slot kept. A context with room for one
+    worst case only forces the kept cells out instead of refusing or overdrawing."""
+    principle = list(range(60, 84))
+    cases = [(PREFIX + principle + [90 + i], names(2), 2, i) for i in range(4)]
+    worst = max(len(c[0]) - len(PREFIX) + c[2] + 40 * len(c[1]) for c in cases)
+    engine = FakeMultiEngine(n_batch=64, n_ctx=len(PREFIX) + worst if tight else 100_000)
+    outcomes = Outcomes()
+    scheduler = SlotScheduler(engine, slots, PREFIX)
+    scheduler.run(ListSource(task(engine, c, outcomes, i) for i, c in enumerate(cases)))
+    assert engine.refused == []
+    for i, case in enumerate(cases):
+        result, error = outcomes[i]
+        assert error is None
+        alone = sequential(case)
+        assert (result.text, result.think_tokens, result.scores) == \
+            (alone.text, alone.think_tokens, alone.scores)
+    reused = [outcomes[i][0].prompt_tokens_reused for i in range(4)]
+    if tight:   # one judgment at a time, and the kept cells never fit beside the next one
+        assert scheduler.peak_active == 1 and reused == [len(PREFIX)] * 4
+    elif slots == 1:
+        assert reused == [len(PREFIX)] + [len(PREFIX) + len(principle)] * 3
+    else:
+        assert max(reused) == len(PREFIX) + len(principle)
+    assert all(not seq for seq in engine.seqs.values())      # released once the source closed
+
+
 def test_phases_share_one_decode_call():
     engine = FakeMultiEngine(n_batch=64)
     outcomes = Outcomes()
@@ -186,7 +242,7 @@ def test_admission_waits_for_kv_room_and_refuses_what_never_fits():
     tasks.append(scripted_task(PREFIX + [70], 2, log, "huge", outcomes, kv=len(PREFIX) + 200))
     scheduler = SlotScheduler(engine, 4, PREFIX)
     scheduler.run(ListSource(tasks))
-    assert engine.max_active == 2
+    assert scheduler.peak_active == 2        # (finished judgments' kept cells fit beside them)
     assert all(outcomes[i][1] is None for i in range(5))
     result, error = outcomes["huge"]
     assert result is None and isinstance(error, RaLiteError)
@@ -255,6 +311,23 @@ def test_resolve_parallel_names_the_problem_with_a_bad_value():
     assert resolve_parallel(judge, "3") == 3
     with pytest.raises(RaLiteError, match="local GGUF"):
         judge.parallel_runner(2)
+
+
+def test_auto_slots_follow_the_hardware_and_the_memory_for_a_second_kv_cache(embedded_path):
+    from types import SimpleNamespace
+
+    from ra_lite.parallel_judge import hardware_slots, second_kv_bytes
+
+    def engine(gpu_layers=0):
+        return SimpleNamespace(n_ctx=8192, info=SimpleNamespace(path=embedded_path),
+                               offload=SimpleNamespace(n_gpu_layers=gpu_layers))
+
+    kv = second_kv_bytes(engine())
+    # SmolLM2-135M: 30 layers x 3 KV heads x (64 + 64) values x 2 bytes x 8192 cells
+    assert kv == 30 * 3 * 128 * 2 * 8192
+    assert hardware_slots(engine(), available=4 * kv) == 4          # CPU, memory to spare
+    assert hardware_slots(engine(), available=int(1.5 * kv)) == 1   # would take 2/3 of it
+    assert hardware_slots(engine(gpu_layers=30), available=kv) == 8
 
 
 def test_judge_many_on_a_remote_style_backend_keeps_order_with_workers():

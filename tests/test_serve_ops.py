@@ -408,6 +408,10 @@ def test_serve_parallel_option_values(monkeypatch):
                           (["--parallel", "4", "--remote", "http://127.0.0.1:9"],
                            "--parallel is for a local model"),
                           (["--workers", "2"], "--workers is for --remote"),
+                          (["--remote-tokenizer", "m.gguf"],
+                           "--remote-tokenizer only apply with --remote URL"),
+                          (["--remote-text-prompts"],
+                           "--remote-text-prompts only apply with --remote URL"),
                           (["--drain-timeout", "-1"], "drain timeout -1.0 is negative")):
         bad = CliRunner().invoke(cli.main, ["serve", "--port", "0", *args])
         assert bad.exit_code == 2 and message in bad.output, (args, bad.output)

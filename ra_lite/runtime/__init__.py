@@ -6,8 +6,10 @@ Modules, in import order (each imports only those above it, never the reverse):
     devices         CPU features, GPUs and their free memory; default thread count
     offload         how many layers fit the GPU, the offload decision, retry on OOM
     prompt_tokens   prompt tokenization that keeps message contents out of control tokens
+    repetition      detects reasoning that loops (a span repeated back to back)
     decode          the constrained judgment decoder (a step generator, engine-agnostic)
-    engine          one loaded model + one llama.cpp context (the only llama_cpp user for judging)
+    prefix_state    the shared prompt prefix's KV state saved across processes (prompt cache)
+    engine          one loaded model + one llama.cpp context
     scheduler       continuous batching of many judgments' step generators in slots (pure logic)
     multi_engine    a multi-sequence llama.cpp context on an engine's loaded model, for scheduler
 

@@ -216,3 +216,15 @@ def default_threads() -> int:
     except AttributeError:  # macOS
         available = os.cpu_count() or 1
     return available if available <= 4 else available // 2
+
+
+def available_memory_bytes(meminfo: str = "/proc/meminfo") -> int | None:
+    """Memory the system can give without swapping (Linux MemAvailable); None where unknown."""
+    try:
+        with open(meminfo) as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

@@ -6,7 +6,7 @@ failure is a bare "Failed to load model"), and by `ra-lite info`.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ra_lite.errors import RaLiteError
@@ -71,6 +71,7 @@ class GGUFHeader:
     metadata: dict
     array_lengths: dict[str, int]
     tensors: list[TensorEntry]
+    picked: dict[str, dict[int, str]] = field(default_factory=dict)   # see read_header
 
 
 # GGUF value types (gguf.GGUFValueType) and the struct format of the fixed-size ones.
@@ -80,8 +81,11 @@ _STRING, _ARRAY = 8, 9
 _KEEP_ARRAY_UP_TO = 4096
 
 
-def read_header(path: str | Path) -> GGUFHeader:
+def read_header(path: str | Path, pick: dict[str, set[int]] | None = None) -> GGUFHeader:
     """Read a GGUF header without materializing its vocabulary.
+
+    pick: string-array items to keep anyway, e.g. {"tokenizer.ggml.tokens": {bos, eos}}; they
+    come back in header.picked[key][index].
 
     gguf.GGUFReader builds Python objects for every token and merge string (9–15 s for Qwen's
     151,936-token vocabulary, longer than llama.cpp takes to load the whole model). Here string
@@ -111,11 +115,16 @@ def read_header(path: str | Path) -> GGUFHeader:
             pos += n
             return text
 
-        def skip_strings(count):
+        def skip_strings(count, key):
             nonlocal pos
+            wanted = (pick or {}).get(key)
             unpack = struct.unpack_from
-            for _ in range(count):
-                pos += 8 + unpack("<Q", m, pos)[0]
+            for i in range(count):
+                n = unpack("<Q", m, pos)[0]
+                if wanted and i in wanted:
+                    picked.setdefault(key, {})[i] = \
+                        m[pos + 8:pos + 8 + n].decode("utf-8", "replace")
+                pos += 8 + n
             if pos > len(m):
                 raise ValueError("a string array runs past the end of the file")
 
@@ -134,7 +143,7 @@ def read_header(path: str | Path) -> GGUFHeader:
                     return [read(_SCALAR[item]) for _ in range(count)]
                 pos += struct.calcsize(_SCALAR[item]) * count
             elif item == _STRING:
-                skip_strings(count)
+                skip_strings(count, key)
             else:
                 for _ in range(count):
                     value(item, key)
@@ -145,7 +154,7 @@ def read_header(path: str | Path) -> GGUFHeader:
         pos = 4
         read("<I")   # version
         n_tensors, n_kv = read("<Q"), read("<Q")
-        metadata, lengths = {}, {}
+        metadata, lengths, picked = {}, {}, {}
         for _ in range(n_kv):
             key = string()
             metadata[key] = value(read("<I"), key)
@@ -168,7 +177,7 @@ def read_header(path: str | Path) -> GGUFHeader:
         if data_start + data_end > len(m):
             raise ValueError(f"the tensor data needs {data_start + data_end} bytes but the file "
                              f"has {len(m)} (truncated)")
-    return GGUFHeader(metadata, lengths, tensors)
+    return GGUFHeader(metadata, lengths, tensors, picked)
 
 
 def read_gguf_info(path: str | Path) -> GGUFInfo:

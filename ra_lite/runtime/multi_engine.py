@@ -35,6 +35,7 @@ class MultiSequenceContext:
         params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
         params.n_seq_max = slots + 1
         params.kv_unified = True
+        self._params = params
         self.ctx = llama_cpp.llama_init_from_model(llm.model, params)
         if not self.ctx:
             raise RaLiteError(f"llama.cpp could not create a context for {slots} parallel "
@@ -47,11 +48,38 @@ class MultiSequenceContext:
         self._memory = llama_cpp.llama_get_memory(self.ctx)
         self._samplers: dict[int, object] = {}
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(llm.model))
+        # The engine's prompt cache setting and model file: the prefix sequence is restored from
+        # (and saved to) the same saved states as the sequential path. A unified KV cache has
+        # one stream, so its layout key equals the single-sequence engine's for the same n_ctx.
+        self._prompt_cache = bool(getattr(engine, "prompt_cache", False))
+        self._model_path = getattr(getattr(engine, "info", None), "path", None)
+        self._notify = getattr(engine, "_notify", None) or (lambda message: None)
+        self.prefix_event = ""        # what loading the prefix did: hit, stored, evaluated…
 
     # --- the prefix sequence ------------------------------------------------------------------
     def load_prefix(self, tokens: list[int]) -> None:
-        """Evaluate the shared prefix once into its own sequence (no logits needed)."""
+        """Put the shared prefix into its own sequence once: restored from the prompt cache when
+        a saved state matches, else evaluated (no logits needed) and saved for the next run."""
+        cache = self._prefix_state_cache() if tokens else None
+        if cache is not None and cache.restore(self.ctx, tokens, PREFIX_SEQ):
+            self.prefix_event = "hit"
+            self._notify(f"prompt cache: restored the {len(tokens)}-token shared prefix")
+            return
         self._lib.llama_memory_seq_rm(self._memory, PREFIX_SEQ, -1, -1)
+        self._evaluate_prefix(tokens)
+        self.prefix_event = "evaluated"
+        if cache is not None and cache.store(self.ctx, tokens, PREFIX_SEQ):
+            self.prefix_event = "stored"
+            self._notify(f"prompt cache: stored the {len(tokens)}-token shared prefix")
+
+    def _prefix_state_cache(self):
+        if not self._prompt_cache or self._model_path is None:
+            return None
+        from ra_lite.runtime.prefix_state import KVLayout, PrefixStateCache
+
+        return PrefixStateCache(self._model_path, KVLayout.of(self.ctx, self._params))
+
+    def _evaluate_prefix(self, tokens: list[int]) -> None:
         for start in range(0, len(tokens), self.n_batch):
             chunk = tokens[start:start + self.n_batch]
             status = self.decode([BatchEntry(-1, chunk, start, False)])
@@ -61,6 +89,10 @@ class MultiSequenceContext:
 
     def attach_prefix(self, slot: int, n_tokens: int) -> None:
         self._lib.llama_memory_seq_cp(self._memory, PREFIX_SEQ, slot + 1, 0, n_tokens)
+
+    def copy_tokens(self, source: int, slot: int, n_tokens: int) -> None:
+        """Give `slot` the first n_tokens cells of `source` (tags only, in a unified cache)."""
+        self._lib.llama_memory_seq_cp(self._memory, source + 1, slot + 1, 0, n_tokens)
 
     def release(self, slot: int, from_pos: int = 0) -> None:
         self._lib.llama_memory_seq_rm(self._memory, slot + 1, from_pos, -1)

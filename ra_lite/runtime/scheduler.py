@@ -11,6 +11,11 @@ the next round and gets no answer yet.
 
 The shared chat header + system prompt lives once in a prefix sequence and is copied into each
 slot on admission (metadata only with a unified KV cache), so it is evaluated once per context.
+A new prompt that shares more than that with a running judgment (the same principle, as in most
+batches) or with a finished one whose cells are still kept takes the longer run of evaluated
+cells from that slot instead, the way the sequential engine reuses the previous judgment's KV.
+A finished judgment's cells stay in its idle slot (retained) until its index is reused, the cells
+are needed for an admission, or the source closes; they count against the KV budget meanwhile.
 
 KV memory: all slots share the context's cells. A judgment is admitted only when its worst case
 (prompt not covered by the prefix + think budget + longest answer) fits next to the worst cases
@@ -55,6 +60,7 @@ class MultiSequenceEngine(Protocol):
 
     def load_prefix(self, tokens: list[int]) -> None: ...          # evaluate into the prefix seq
     def attach_prefix(self, slot: int, n_tokens: int) -> None: ...  # share its first n tokens
+    def copy_tokens(self, source: int, slot: int, n_tokens: int) -> None: ...  # share source's
     def set_sampling(self, slot: int, settings: SamplingSettings) -> None: ...
     def decode(self, entries: list[BatchEntry]) -> int: ...         # llama_decode's status
     def sample(self, slot: int, batch_index: int) -> int: ...
@@ -95,6 +101,7 @@ class _Slot:
     task: SequenceTask
     reserved: int                  # KV cells held for this judgment's worst case
     pos: int = 0                   # next position in the slot's sequence
+    evaluated: list[int] = field(default_factory=list)  # the tokens at positions 0..pos-1
     pending: list[int] = field(default_factory=list)   # tokens to evaluate before `want`
     want: Sample | ReadLogits | None = None
     last_token: int | None = None  # the last evaluated token (to re-read its logits)
@@ -122,9 +129,13 @@ class SlotScheduler:
         self._prefix_loaded = False
         self._free = list(range(slots - 1, -1, -1))     # pop() gives the lowest index first
         self._active: dict[int, _Slot] = {}
+        # Idle slots that still hold a finished judgment's cells: index -> its evaluated tokens
+        # (insertion order = age, oldest first, for freeing room).
+        self._retained: dict[int, list[int]] = {}
         self._waiting: SequenceTask | None = None
         self._closed = False
         self.rounds = 0                                  # decode calls made (for tests, stats)
+        self.peak_active = 0                             # most judgments running at once
 
     @property
     def capacity(self) -> int:
@@ -133,7 +144,12 @@ class SlotScheduler:
 
     @property
     def reserved(self) -> int:
-        return sum(s.reserved for s in self._active.values())
+        """Cells held beyond the shared prefix: running worst cases plus retained cells."""
+        return sum(s.reserved for s in self._active.values()) + \
+            sum(self._private_cells(tokens) for tokens in self._retained.values())
+
+    def _private_cells(self, tokens: list[int]) -> int:
+        return len(tokens) - min(common_prefix_length(tokens, self.prefix), len(tokens))
 
     @property
     def active(self) -> int:
@@ -155,6 +171,8 @@ class SlotScheduler:
         self._admit(source)
         self._drop_cancelled()
         if not self._active:
+            if self._closed:
+                self.drop_retained()
             return not self._closed
         self._decode_round()
         return True
@@ -197,14 +215,40 @@ class SlotScheduler:
                     f"shared prefix, but the context holds {self.engine.n_ctx}",
                     "raise --n-ctx, lower --think-budget, or shorten the responses"))
                 continue
+            while self.reserved + need > self.capacity and self._retained:
+                self._release_retained(next(iter(self._retained)))   # the oldest first
             if self.reserved + need > self.capacity:
                 return          # waits until running judgments free their cells
             self._waiting = None
             self._start(task, need)
 
+    def drop_retained(self) -> None:
+        """Release every finished judgment's kept cells."""
+        for index in list(self._retained):
+            self._release_retained(index)
+
+    def _release_retained(self, index: int) -> None:
+        del self._retained[index]
+        self.engine.release(index)
+
+    def _pick_index(self, prompt: list[int]) -> int:
+        """A free slot index: the retained one sharing most of `prompt` (its cells are then
+        trimmed in place), else one holding nothing, else the oldest retained one."""
+        best, best_shared = None, 0
+        for index, tokens in self._retained.items():
+            shared = common_prefix_length(prompt, tokens)
+            if shared > best_shared:
+                best, best_shared = index, shared
+        if best is None or best_shared <= common_prefix_length(prompt, self.prefix):
+            empty = [i for i in self._free if i not in self._retained]
+            best = empty[-1] if empty else next(iter(self._retained))
+        self._free.remove(best)
+        return best
+
     def _start(self, task: SequenceTask, reserved: int) -> None:
-        slot = _Slot(self._free.pop(), task, reserved)
+        slot = _Slot(self._pick_index(task.prompt_tokens), task, reserved)
         self._active[slot.index] = slot
+        self.peak_active = max(self.peak_active, len(self._active))
         try:
             self.engine.set_sampling(slot.index, task.sampling)
         except Exception as error:   # noqa: BLE001 - reported to this judgment only
@@ -244,6 +288,7 @@ class SlotScheduler:
         index = 0
         for (slot, take), entry in zip(plan, entries):
             index += take
+            slot.evaluated.extend(entry.tokens)
             slot.pending = slot.pending[take:]
             slot.pos += take
             slot.last_token = entry.tokens[-1]
@@ -298,6 +343,7 @@ class SlotScheduler:
                 # Nothing new to evaluate, but this slot's last logits are gone (other slots
                 # decoded since): evaluate its last token again.
                 slot.pos -= 1
+                del slot.evaluated[slot.pos:]
                 self.engine.release(slot.index, slot.pos)
                 slot.pending = [slot.last_token]
             if not slot.pending:
@@ -312,16 +358,40 @@ class SlotScheduler:
             return
 
     def _begin(self, slot: _Slot, prompt: list[int]) -> int:
-        reuse = min(common_prefix_length(prompt, self.prefix), max(len(prompt) - 1, 0))
-        if reuse:
+        """Share the longest evaluated start of `prompt`: from the prefix sequence, or from a
+        running slot that got further (cells are shared, not copied). KV budgeting does not count
+        on the second kind (the source may end first), so reservations stay worst-case."""
+        most = max(len(prompt) - 1, 0)      # one token must be evaluated, to have logits
+        own = self._retained.pop(slot.index, None)
+        reuse = min(common_prefix_length(prompt, self.prefix), most)
+        source = None                       # a slot index, or slot.index for its own cells
+        candidates = [(other.index, other.evaluated) for other in self._active.values()
+                      if other is not slot] + list(self._retained.items())
+        if own is not None:
+            candidates.append((slot.index, own))
+        for index, tokens in candidates:
+            shared = min(common_prefix_length(prompt, tokens), most)
+            if shared > reuse:
+                reuse, source = shared, index
+        if own is not None and source != slot.index:
+            self.engine.release(slot.index)
+        if source == slot.index:
+            self.engine.release(slot.index, reuse)          # keep the shared start in place
+        elif source is not None:
+            self.engine.copy_tokens(source, slot.index, reuse)
+        elif reuse:
             self.engine.attach_prefix(slot.index, reuse)
         slot.pos = reuse
+        slot.evaluated = list(prompt[:reuse])
         slot.pending = list(prompt[reuse:])
         return reuse
 
     def _end(self, slot: _Slot, result: DecodeResult | None, error: BaseException | None) -> None:
         del self._active[slot.index]
-        self.engine.release(slot.index)
+        if error is None and slot.evaluated and not slot.pending:
+            self._retained[slot.index] = slot.evaluated     # for the next prompt to share
+        else:
+            self.engine.release(slot.index)
         self._free.append(slot.index)
         self._free.sort(reverse=True)
         slot.task.finish(result, error)

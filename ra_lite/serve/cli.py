@@ -101,6 +101,14 @@ def serve_command(model_arg, host, port, api_key, max_request_bytes, max_respons
         raise RaLiteError("a local model runs one judgment at a time per slot (one KV cache), "
                           "--workers is for --remote",
                           "use --parallel P to judge P requests at once in one context")
+    if not remote:
+        given = [flag for flag, value in (("--remote-tokenizer", remote_tokenizer),
+                                          ("--remote-text-prompts", remote_text_prompts),
+                                          ("--remote-model", remote_model))
+                 if value]          # (--remote-api-key may come from the environment: not here)
+        if given:
+            raise RaLiteError(f"{', '.join(given)} only apply with --remote URL",
+                              "add --remote http://HOST:PORT, or drop them to judge locally")
     if remote and slots not in (None, "auto"):
         raise RaLiteError("--parallel is for a local model",
                           "with --remote, use --workers N (judgments sent to it at once)")
@@ -142,8 +150,8 @@ def parse_parallel(value: str | None) -> int | str | None:
 
 def resolve_parallel(value: int | str | None, judge) -> int:
     """The slot count for a local judge: auto (the default) is ra_lite.parallel_judge's
-    documented rule (4 slots on a CPU, 8 with GPU offload, capped by the KV memory that fits);
-    a count the context cannot hold is refused there, naming the limit."""
+    documented rule (8 slots with GPU offload, 4 on a CPU unless memory is short; capped by
+    the KV cells that fit); a count the context cannot hold is refused there, naming the limit."""
     from ra_lite.parallel_judge import resolve_parallel as resolve
 
     return resolve(judge, "auto" if value is None else value)

@@ -4,7 +4,9 @@ Each slot behaves exactly like tests.support.fake_engine.FakeEngine on its own s
 from the sequence's last tokens, a per-judgment RNG), so a judgment scheduled among others must
 reproduce the same tokens as on a FakeEngine alone. The fake also checks what llama.cpp would
 refuse (positions that do not continue the sequence, batches over n_batch, reading a position
-without logits) and simulates a unified KV cache of n_ctx cells where prefix cells are shared.
+without logits) and simulates a unified KV cache of n_ctx cells: every evaluated token gets a
+cell, and attaching the prefix or copying a slot's first tokens shares cells, as llama.cpp's
+unified cache does, so the cells in use are the distinct cells any sequence holds.
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ class FakeMultiEngine:
         self.n_batch = n_batch
         self.vocab = FakeEngine()            # tokenizer side, for judgment_steps
         self.prefix: list[int] = []
+        self.prefix_cells: list[int] = []
         self.seqs: dict[int, list[int]] = {}
-        self.shared: dict[int, int] = {}     # slot -> how many of its cells are prefix cells
+        self.cells: dict[int, list[int]] = {}   # slot -> the cell id of each of its tokens
+        self.copies: list[tuple[int, int, int]] = []   # (from slot, to slot, tokens) shared
+        self._next_cell = 0
         self.engines: dict[int, FakeEngine] = {}
         self.batches: list[list[tuple[int, int, bool]]] = []   # (slot, tokens, output) per entry
         self.refused: list[int] = []         # sizes of batches answered "no KV slot"
@@ -31,11 +36,24 @@ class FakeMultiEngine:
 
     def load_prefix(self, tokens: list[int]) -> None:
         self.prefix = list(tokens)
+        self.prefix_cells = self._new_cells(len(tokens))
+
+    def _new_cells(self, n: int) -> list[int]:
+        self._next_cell += n
+        return list(range(self._next_cell - n, self._next_cell))
 
     def attach_prefix(self, slot: int, n_tokens: int) -> None:
         assert not self.seqs.get(slot), "attach into a used slot"
         self.seqs[slot] = self.prefix[:n_tokens]
-        self.shared[slot] = n_tokens
+        self.cells[slot] = self.prefix_cells[:n_tokens]
+
+    def copy_tokens(self, source: int, slot: int, n_tokens: int) -> None:
+        assert not self.seqs.get(slot), "copy into a used slot"
+        assert source != slot and 0 < n_tokens <= len(self.seqs.get(source, [])), \
+            f"slot {source} has not evaluated {n_tokens} tokens"
+        self.seqs[slot] = self.seqs[source][:n_tokens]
+        self.cells[slot] = self.cells[source][:n_tokens]
+        self.copies.append((source, slot, n_tokens))
 
     def set_sampling(self, slot: int, settings) -> None:
         engine = FakeEngine()
@@ -44,8 +62,10 @@ class FakeMultiEngine:
 
     def used_cells(self, extra: dict[int, int] | None = None) -> int:
         extra = extra or {}
-        private = sum(len(seq) - self.shared.get(s, 0) for s, seq in self.seqs.items())
-        return len(self.prefix) + private + sum(extra.values())
+        held = set(self.prefix_cells)
+        for cells in self.cells.values():
+            held.update(cells)
+        return len(held) + sum(extra.values())
 
     def decode(self, entries) -> int:
         n = sum(len(e.tokens) for e in entries)
@@ -62,6 +82,7 @@ class FakeMultiEngine:
             seq = self.seqs.setdefault(e.slot, [])
             assert e.pos == len(seq), f"slot {e.slot}: position {e.pos}, sequence has {len(seq)}"
             seq.extend(e.tokens)
+            self.cells.setdefault(e.slot, []).extend(self._new_cells(len(e.tokens)))
             index += len(e.tokens)
             if e.output:
                 self._outputs[index - 1] = (e.slot, list(seq))
@@ -86,5 +107,4 @@ class FakeMultiEngine:
     def release(self, slot: int, from_pos: int = 0) -> None:
         seq = self.seqs.get(slot, [])
         del seq[from_pos:]
-        if from_pos == 0:
-            self.shared.pop(slot, None)
+        del self.cells.get(slot, [])[from_pos:]
