@@ -199,21 +199,8 @@ class LlamaEngine:
         return np.array([row[t] for t in token_ids], dtype=np.float32)
 
     def set_sampling(self, settings: SamplingSettings) -> None:
-        """A fresh native sampler chain for one judgment (its RNG then advances token by token).
-
-        Order as in Hugging Face's generate (the official runtime): temperature, top-k 50, top-p.
-        """
-        from llama_cpp._internals import LlamaSampler
-
-        sampler = LlamaSampler()
-        if settings.temperature <= 0:
-            sampler.add_greedy()
-        else:
-            sampler.add_temp(settings.temperature)
-            sampler.add_top_k(50)
-            sampler.add_top_p(settings.top_p, 1)
-            sampler.add_dist(settings.seed & 0xFFFFFFFF)
-        self._sampler = sampler
+        """A fresh native sampler chain for one judgment (its RNG then advances token by token)."""
+        self._sampler = native_sampler(settings)
 
     def sample(self) -> int:
         return self._sampler.sample(self.llm._ctx, -1)
@@ -229,3 +216,21 @@ class LlamaEngine:
 
 def print_notice(message: str) -> None:
     print(f"ra-lite: {message}", file=sys.stderr)
+
+
+def native_sampler(settings: SamplingSettings):
+    """llama.cpp's sampler chain for one judgment (a llama_cpp._internals.LlamaSampler).
+
+    Order as in Hugging Face's generate (the official runtime): temperature, top-k 50, top-p.
+    """
+    from llama_cpp._internals import LlamaSampler
+
+    sampler = LlamaSampler()
+    if settings.temperature <= 0:
+        sampler.add_greedy()
+    else:
+        sampler.add_temp(settings.temperature)
+        sampler.add_top_k(50)
+        sampler.add_top_p(settings.top_p, 1)
+        sampler.add_dist(settings.seed & 0xFFFFFFFF)
+    return sampler

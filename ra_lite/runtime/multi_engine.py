@@ -120,17 +120,10 @@ class MultiSequenceContext:
         return self._lib.llama_decode(self.ctx, batch)
 
     def set_sampling(self, slot: int, settings: SamplingSettings) -> None:
-        """A fresh native chain per judgment, built like LlamaEngine.set_sampling."""
-        from llama_cpp._internals import LlamaSampler
+        """A fresh native chain per judgment, the same as the sequential engine's."""
+        from ra_lite.runtime.engine import native_sampler
 
-        sampler = LlamaSampler()
-        if settings.temperature <= 0:
-            sampler.add_greedy()
-        else:
-            sampler.add_temp(settings.temperature)
-            sampler.add_top_k(50)
-            sampler.add_top_p(settings.top_p, 1)
-            sampler.add_dist(settings.seed & 0xFFFFFFFF)
+        sampler = native_sampler(settings)
         old = self._samplers.pop(slot, None)
         if old is not None:
             old.close()
