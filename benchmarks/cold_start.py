@@ -76,11 +76,8 @@ print(json.dumps({"import_and_load_s": loaded - started, "judge_s": done - loade
 
 def build_qwen_shaped(directory: Path) -> tuple[Path, Path]:
     """A random HF checkpoint with Qwen3-0.6B's shapes and its GGUF, quantized to Q4_K_M."""
-    import ctypes
-
-    import llama_cpp
-
     from ra_lite.convert.hf_to_gguf import convert
+    from ra_lite.convert.quantize import quantize
     from tests.convert_support.checkpoint import TinySpec, build_checkpoint
 
     hf = directory / "qwen3-0.6b-shaped"
@@ -89,11 +86,8 @@ def build_qwen_shaped(directory: Path) -> tuple[Path, Path]:
     build_checkpoint(hf, spec, n_shards=2, seed=0)
     f16 = directory / "qwen3-0.6b-shaped.f16.gguf"
     convert(hf, f16, "f16", manifest=False, progress=False)
-    q4 = directory / "qwen3-0.6b-shaped.Q4_K_M.gguf"
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M
-    if llama_cpp.llama_model_quantize(str(f16).encode(), str(q4).encode(), ctypes.byref(params)):
-        raise SystemExit("quantization failed")
+    # The project's own quantizer (what `ra-lite quantize` runs); no manifest beside it.
+    q4 = quantize(f16, "Q4_K_M", manifest=False, progress=False)[0].output
     f16.unlink()
     return hf, q4
 
@@ -173,7 +167,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        hf, q4 = work / "qwen3-0.6b-shaped", work / "qwen3-0.6b-shaped.Q4_K_M.gguf"
+        hf, q4 = work / "qwen3-0.6b-shaped", work / "qwen3-0.6b-shaped-Q4_K_M.gguf"
         if not q4.exists():
             print("building the random Qwen3-0.6B-shaped checkpoint…", file=sys.stderr)
             hf, q4 = build_qwen_shaped(work)

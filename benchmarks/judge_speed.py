@@ -41,11 +41,9 @@ OTHER_RESPONSES = {"a": "100 degrees.", "b": "Ninety.", "c": "It is 100 °C (212
 
 def build_qwen_shaped(directory: Path) -> Path:
     """Random weights with Qwen3-0.6B's shapes and a 151,936-token vocabulary, as Q4_K_M."""
-    import ctypes
-
-    import llama_cpp
     import numpy as np
 
+    from ra_lite.convert.quantize import quantize
     from ra_lite.embedded import embedded_model_path
     from tests.support.random_gguf import write_random_gguf
 
@@ -53,11 +51,8 @@ def build_qwen_shaped(directory: Path) -> Path:
     write_random_gguf(f16, embedded_model_path(), seed=0, n_embd=1024, n_layers=28, n_head=16,
                       n_head_kv=8, head_dim=128, n_ff=3072, pad_vocab_to=151936,
                       context_length=8192, dtype=np.float16)
-    q4 = directory / "qwen3-0.6b-shaped.Q4_K_M.gguf"
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M
-    if llama_cpp.llama_model_quantize(str(f16).encode(), str(q4).encode(), ctypes.byref(params)):
-        raise SystemExit("quantization failed")
+    # The project's own quantizer (what `ra-lite quantize` runs); no manifest beside it.
+    q4 = quantize(f16, "Q4_K_M", manifest=False, progress=False)[0].output
     f16.unlink()
     return q4
 

@@ -67,12 +67,11 @@ def measure(judge, requests: Path, work: Path, options, parallel: int) -> dict:
 
 def decode_ceiling(judge, slot_counts, steps: int = 48, extra_context: int = 200) -> list[dict]:
     """Aggregate tokens/s of bare llama_decode calls with P sequences, one token each per call."""
-    from ra_lite.parallel_judge import shared_prefix_tokens
     from ra_lite.runtime.multi_engine import MultiSequenceContext
     from ra_lite.runtime.scheduler import BatchEntry
 
     engine = judge.backend.engine
-    prefix = shared_prefix_tokens(judge.backend)
+    prefix = judge.backend.shared_prefix_tokens()
     filler = prefix[-50:] * (extra_context // 50 + 1)
     context_tokens = prefix + filler[:extra_context]
     rows = []

@@ -128,9 +128,6 @@ def imatrix_command(model, output, data, chunks, chunk_size, n_threads, n_gpu_la
 
     out = Path(output).expanduser()
     atomic.check_destination(out, force)        # fail before minutes of calibration, not after
-    if chunks is not None and chunks < 1:
-        from ra_lite.errors import RaLiteError
-        raise RaLiteError(f"--chunks {chunks} is not a positive number", "pass --chunks 1 or more")
     calibration = load_calibration(data)
     model_path, _ = resolve_model(model)
     with tqdm(unit="chunk", desc="imatrix", disable=as_json) as bar:

@@ -24,7 +24,6 @@ quantizer ignores it, ra-lite neither writes nor needs it.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -200,7 +199,9 @@ class QuantizerImatrix:
         self._names = [n.encode() for n in names]
         self.array = (llama_cpp.llama_model_imatrix_data * (len(names) + 1))()
         for slot, name, values in zip(self.array, self._names, self._arrays):
-            assert np.all(np.isfinite(values)), name   # llama.cpp throws on NaN/inf
+            if not np.all(np.isfinite(values)):         # llama.cpp would throw on NaN/inf
+                raise RaLiteError(f"the imatrix has non-finite values for {name.decode()}",
+                                  "collect it again (ra-lite imatrix); the file is damaged")
             slot.name = name
             slot.data = values.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
             slot.size = values.size
@@ -209,11 +210,3 @@ class QuantizerImatrix:
     @property
     def pointer(self):
         return ctypes.cast(self.array, ctypes.POINTER(type(self.array[0])))
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()

@@ -146,19 +146,13 @@ class StatsCollector:
         x = self._activations(src1)                      # [ne3, ne2, ne1, n_cols]
         n_cols = int(src1.ne[0])
         assert n_cols == int(src0.ne[0]), (name, n_cols, src0.ne[0])
-        n_mat = int(src0.ne[2]) * int(src0.ne[3])
-        # Squares in float32 (exact enough, as in llama-imatrix), sums in float64.
-        if n_mat == 1:   # a 2-D weight: every row of every batch dimension is one token
-            rows2d = x.reshape(-1, n_cols)
-            per_mat = np.multiply(rows2d, rows2d).sum(axis=0, dtype=np.float64)[None, :]
-            rows = np.array([rows2d.shape[0]], dtype=np.float64)
-        else:            # a stacked 3-D weight: src1's dims 2/3 index the matrix (broadcast)
-            per_mat = np.zeros((n_mat, n_cols))
-            for i3 in range(x.shape[0]):
-                for i2 in range(x.shape[1]):
-                    m = (i3 % int(src0.ne[3])) * int(src0.ne[2]) + (i2 % int(src0.ne[2]))
-                    per_mat[m] += np.multiply(x[i3, i2], x[i3, i2]).sum(axis=0, dtype=np.float64)
-            rows = np.full(n_mat, x.shape[0] * x.shape[1] * x.shape[2] / n_mat)
+        # Dense 2-D weights only (MUL_MAT_ID is refused in _handle): every row of every batch
+        # dimension of src1 is one token. Squares in float32 (as llama-imatrix), sums in float64.
+        n_mat = 1
+        assert int(src0.ne[2]) * int(src0.ne[3]) == 1, (name, "a stacked weight")
+        rows2d = x.reshape(-1, n_cols)
+        per_mat = np.multiply(rows2d, rows2d).sum(axis=0, dtype=np.float64)[None, :]
+        rows = np.array([rows2d.shape[0]], dtype=np.float64)
         if not np.all(np.isfinite(per_mat)):
             raise RaLiteError(f"non-finite activations in {name}",
                               "the model produces NaN/inf on the calibration text; check the GGUF")
@@ -256,6 +250,8 @@ def collect_imatrix(model_path: str | Path, texts: Sequence[str] | Callable[...,
         raise RaLiteError(f"{model_path} does not exist", "pass the GGUF model to calibrate on")
     if chunk_size < MIN_ROWS:
         raise RaLiteError(f"--chunk-size {chunk_size} is too small", f"use at least {MIN_ROWS} tokens")
+    if max_chunks is not None and max_chunks < 1:
+        raise RaLiteError(f"--chunks {max_chunks} is not a positive number", "pass --chunks 1 or more")
     previous_level = llama_logger.level
     if not verbose:
         llama_logger.setLevel(logging.ERROR)

@@ -191,7 +191,7 @@ def quantize(src: str | Path, types: str | list[str], *, out_dir: str | Path | N
         data = imatrix_mod.read_imatrix(imatrix_path)
         imatrix_mod.check_matches_model(data, info["shapes"], imatrix_name=imatrix_path.name, model_name=src.name)
         quantizer_imatrix = imatrix_mod.QuantizerImatrix(data)
-        imatrix_record = {"file": imatrix_path.name, "sha256": imatrix_mod.sha256_of(imatrix_path),
+        imatrix_record = {"file": imatrix_path.name, "sha256": manifest_mod.sha256_file(imatrix_path),
                           "datasets": data.datasets, "chunk_count": data.chunk_count,
                           "chunk_size": data.chunk_size}
     nthread = nthread or os.cpu_count() or 1

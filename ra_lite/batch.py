@@ -2,8 +2,12 @@
 
 Each result is appended and fsync'd as soon as it exists, so a killed run loses at most the
 judgment in flight; rerunning skips the ids already in the output. A torn last line (a kill
-mid-write) is cut off before appending. A request that is itself invalid gets an error record
-and the batch goes on.
+mid-write, or a disk that filled up) is cut off before appending. A request that is itself
+invalid gets an error record and the batch goes on; the summary counts it, and the CLI exits
+with its own status for "some requests could not be judged".
+
+With a judgment cache (ra_lite.judgment_cache), requests judged before under the same model and
+settings are answered from it first; the model is loaded only if something is left to judge.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ra_lite.ci_report import write_error
 from ra_lite.errors import RaLiteError
 from ra_lite.request import JudgeRequest, loads_request_json
 
@@ -30,15 +35,21 @@ class BatchItem:
 @dataclass
 class BatchSummary:
     total: int
-    judged_now: int
+    judged_now: int                 # records written by this run (cached ones included)
     already_done: int
-    errors: int
+    errors: int                     # records of requests that could not be judged
     mean_scores: dict[str, float] = field(default_factory=dict)   # response name -> mean score
     counts: dict[str, int] = field(default_factory=dict)          # response name -> judgments
     mean_seconds: float | None = None
+    cached: int = 0                 # of judged_now: answered from the judgment cache
+    cache_looked_up: int = 0        # requests this run looked up in the cache (0: no cache)
+
+    @property
+    def cache_hit_rate(self) -> float | None:
+        return self.cached / self.cache_looked_up if self.cache_looked_up else None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "cache_hit_rate": self.cache_hit_rate}
 
     def below(self, threshold: float, target: str | None) -> dict[str, float]:
         """Response names whose mean score is under `threshold` (only `target` when given)."""
@@ -141,11 +152,15 @@ class _OutputLock:
 
 def run_batch(judge, input_path: str | Path, output_path: str | Path, options=None,
               progress: Callable[[int, int], object] | None = None,
-              parallel: int | str = "auto") -> BatchSummary:
+              parallel: int | str = "auto", cache=None) -> BatchSummary:
     """Judge every request in input_path not yet in output_path; return the whole file's summary.
 
+    judge: a Judge, or a function that returns one: called only when something is left to judge
+    after the cache (so a fully cached run never loads the model). options: the generation
+    settings (default: the judge's own; required with a judge function).
     parallel: judgments decoded at once (see Judge.judge_many); records are then written in
     the order they finish, each with its id, so resuming works the same.
+    cache: a ra_lite.judgment_cache.ModelCache for the judge's model, or None.
 
     progress(total, already_done) makes a reporter (e.g. ra_lite.progress.ProgressReporter),
     told update(record) after each record is written, in any order, and close() at the end.
@@ -154,66 +169,96 @@ def run_batch(judge, input_path: str | Path, output_path: str | Path, options=No
     if input_path.resolve() == output_path.resolve():
         raise RaLiteError("the output would overwrite the input", "pass another --output path")
     items = read_batch_input(input_path)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
+    get_judge = judge if callable(judge) and not hasattr(judge, "judge_request") else \
+        (lambda: judge)
+    if options is None:
+        options = get_judge().options
+    try:
+        output_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(output_path.parent, e) from None
     with _OutputLock(output_path):
         done = read_done(output_path)
         pending = [item for item in items if item.id not in done]
-        judged_now = 0
-        slots = _slots(judge, parallel, options) if pending else 1
+        written = cached = looked_up = 0
         reporter = progress(len(items), len(items) - len(pending)) if progress else None
         try:
-            with open(output_path, "a", encoding="utf-8") as out:
-                for item, record in _judged(judge, pending, options, slots):
-                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
-                    out.flush()
-                    os.fsync(out.fileno())
+            with _RecordWriter(output_path) as out:
+                def write(item, record):
+                    nonlocal written
+                    out.append(record)
                     done[item.id] = record
-                    judged_now += 1
+                    written += 1
                     if reporter is not None:
                         reporter.update(record)
+
+                misses = []
+                for item in pending:
+                    if item.request is None:
+                        write(item, {"id": item.id, "error": item.error})
+                        continue
+                    hit = cache.lookup(item.request, options) if cache is not None else None
+                    looked_up += cache is not None
+                    if hit is None:
+                        misses.append(item)
+                    else:
+                        cached += 1
+                        write(item, {"id": item.id, **hit.to_dict()})
+                if misses:
+                    for item, judgment, error in _judged(get_judge(), misses, options, parallel):
+                        if error is not None:   # its own RaLiteError (e.g. does not fit)
+                            write(item, {"id": item.id, "error": error.one_line()})
+                            continue
+                        if cache is not None:
+                            cache.store(item.request, options, judgment)
+                        write(item, {"id": item.id, **judgment.to_dict()})
         finally:
             if reporter is not None:
                 reporter.close()
     wanted = {item.id for item in items}
-    return summarize([r for i, r in done.items() if i in wanted], judged_now, len(items))
+    summary = summarize([r for i, r in done.items() if i in wanted], written, len(items))
+    summary.cached, summary.cache_looked_up = cached, looked_up
+    return summary
 
 
-def _slots(judge, parallel, options) -> int:
-    from ra_lite.parallel_judge import resolve_parallel
+def _judged(judge, misses: list[BatchItem], options, parallel):
+    """(item, judgment, RaLiteError) for every request, each as it finishes (in input order
+    with one slot)."""
+    from ra_lite.parallel_judge import judge_each, resolve_parallel
 
-    return resolve_parallel(judge, parallel, options)
-
-
-def _judged(judge, pending: list[BatchItem], options, slots: int):
-    """(item, record) for every pending item: in input order with one slot, else as finished."""
-    if slots <= 1:
-        for item in pending:
-            yield item, _judge_item(judge, item, options)
-        return
-    from ra_lite.parallel_judge import judge_each
-
-    valid = [item for item in pending if item.request is not None]
-    for item in pending:
-        if item.request is None:
-            yield item, {"id": item.id, "error": item.error}
-    for outcome in judge_each(judge, [item.request for item in valid], options, slots):
-        item = valid[outcome.index]
-        if outcome.error is None:
-            yield item, {"id": item.id, **outcome.judgment.to_dict()}
-        elif isinstance(outcome.error, RaLiteError):   # as _judge_item: record it, go on
-            yield item, {"id": item.id, "error": outcome.error.one_line()}
-        else:
-            raise outcome.error
+    slots = resolve_parallel(judge, parallel, options)
+    for outcome in judge_each(judge, [item.request for item in misses], options, slots):
+        yield misses[outcome.index], outcome.judgment, outcome.error
 
 
-def _judge_item(judge, item: BatchItem, options) -> dict:
-    if item.request is None:
-        return {"id": item.id, "error": item.error}
-    try:
-        judgment = judge.judge_request(item.request, options)
-    except RaLiteError as e:   # e.g. this request does not fit the context: record, go on
-        return {"id": item.id, "error": e.one_line()}
-    return {"id": item.id, **judgment.to_dict()}
+class _RecordWriter:
+    """Appends one JSON line per record with unbuffered writes and an fsync each, so a record
+    is on disk before the next judgment starts, and a failed write (a full disk) raises at once
+    with the path named, leaving at most a torn last line that the next run cuts off."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.file = None
+
+    def __enter__(self) -> "_RecordWriter":
+        try:
+            self.file = open(self.path, "ab", buffering=0)
+        except OSError as e:
+            raise write_error(self.path, e) from None
+        return self
+
+    def append(self, record: dict) -> None:
+        data = memoryview((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+        try:
+            while data:
+                data = data[self.file.write(data):]
+            os.fsync(self.file.fileno())
+        except OSError as e:
+            raise write_error(self.path, e, kept="the records before this one are kept; a "
+                                                 "rerun resumes after them") from None
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()
 
 
 def summarize(records: list[dict], judged_now: int, total: int) -> BatchSummary:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -29,8 +30,12 @@ LAZY_COMMANDS = {
     "doctor": "ra_lite.serve.cli:doctor_command",
 }
 
-EXIT_BAD_INPUT = 2
+# Exit status, documented in the README: 0 everything judged (and any gate passed), 1 a
+# --fail-under gate failed, 2 bad input or usage (one `error:` line), 3 some requests could not
+# be judged (their error records are written; the gate's verdict, if any, is over the rest).
 EXIT_GATE_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INCOMPLETE = 3
 
 
 def _lazy_available(name: str) -> bool:
@@ -91,6 +96,20 @@ def model_options(f):
     return f
 
 
+# Defined once, used by generation_options and by `bench` (whose other defaults differ).
+orders_option = click.option(
+    "--orders", type=int, default=1, show_default=True,
+    help="Judge each request under K response orders and aggregate them (order 1 is the "
+         "official one; K=N is a Latin square). Reports how consistent the verdict is.")
+speculative_option = click.option(
+    "--speculative/--no-speculative", default=False, show_default=True,
+    help="Draft reasoning tokens by n-gram lookup and verify them in the same decode (same "
+         "output distribution; faster where the reasoning quotes its input).")
+repetition_guard_option = click.option(
+    "--repetition-guard/--no-repetition-guard", default=True, show_default=True,
+    help="Close the reasoning early when it repeats a span back to back (an exact loop).")
+
+
 def generation_options(f):
     """Options of JudgeOptions."""
     options = [
@@ -100,25 +119,59 @@ def generation_options(f):
         click.option("--temperature", type=float, default=DEFAULT_TEMPERATURE, show_default=True),
         click.option("--top-p", type=float, default=DEFAULT_TOP_P, show_default=True),
         click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--repetition-guard/--no-repetition-guard", default=True, show_default=True,
-                     help="Close the reasoning early when it repeats a span back to back "
-                          "(an exact loop)."),
+        repetition_guard_option,
+        orders_option,
+        speculative_option,
     ]
     for option in reversed(options):
         f = option(f)
     return f
 
 
-def load_judge(model, n_ctx, n_gpu_layers, n_threads, flash_attn, verbose, think_budget,
-               no_think, temperature, top_p, seed, repetition_guard=True, prompt_cache=True):
-    """Builds the Judge for a command (tests replace this to drive the CLI with a fake)."""
-    from ra_lite.judge import JudgeOptions, load
+def cache_option(default: bool):
+    """--cache/--no-cache: the judgment cache across runs (ra_lite.judgment_cache)."""
+    return click.option(
+        "--cache/--no-cache", "use_cache", default=default, show_default=True,
+        help="Answer requests judged before (same model file, settings and request) from the "
+             "judgment cache, and store new judgments in it (see `ra-lite cache stats`).")
 
-    options = JudgeOptions(think_budget=0 if no_think else think_budget,
-                           temperature=temperature, top_p=top_p, seed=seed,
-                           repetition_guard=repetition_guard)
+
+def open_cache(use_cache: bool, model, remote: bool = False):
+    """(JudgmentCache, ModelCache for `model`) or (None, None); a remote model has no identity
+    to key on, so it gets no cache (said once)."""
+    if not use_cache:
+        return None, None
+    if remote:
+        click.echo("ra-lite: the judgment cache is off with --remote (the server's model file "
+                   "cannot be identified)", err=True)
+        return None, None
+    from ra_lite.judgment_cache import JudgmentCache, for_model
+
+    store = JudgmentCache(notify=lambda message: click.echo(f"ra-lite: {message}", err=True))
+    return store, for_model(model, store)
+
+
+def load_judge(model, n_ctx, n_gpu_layers, n_threads, flash_attn, verbose, think_budget,
+               no_think, temperature, top_p, seed, repetition_guard=True, prompt_cache=True,
+               orders=1, speculative=False):
+    """Builds the Judge for a command (tests replace this to drive the CLI with a fake)."""
+    from ra_lite.judge import load
+
+    options = judge_options(think_budget, no_think, temperature, top_p, seed, repetition_guard,
+                            orders, speculative)
     return load(model, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads,
                 flash_attn=flash_attn, verbose=verbose, options=options, prompt_cache=prompt_cache)
+
+
+def judge_options(think_budget, no_think, temperature, top_p, seed, repetition_guard=True,
+                  orders=1, speculative=False):
+    """The generation options every command takes, as JudgeOptions (checked before any model
+    loads: a bad --orders fails at once)."""
+    from ra_lite.judge import JudgeOptions
+
+    return JudgeOptions(think_budget=0 if no_think else think_budget, temperature=temperature,
+                        top_p=top_p, seed=seed, repetition_guard=repetition_guard, orders=orders,
+                        speculative=speculative)
 
 
 def parse_response_flag(value: str) -> tuple[str, str]:
@@ -170,10 +223,17 @@ def read_requests(source: str) -> list:
 @click.option("--stream/--no-stream", default=None,
               help="Show the reasoning on stderr as it is generated. Default: when stderr is a "
                    "terminal. Never written to stdout.")
+@cache_option(default=False)
 @model_options
 @generation_options
-def judge(request_file, principle, prompt_text, response_flags, as_json, stream, **settings):
-    """Judge responses: from flags, a JSON/JSONL REQUEST_FILE, or '-' (JSON on stdin)."""
+def judge(request_file, principle, prompt_text, response_flags, as_json, stream, use_cache,
+          **settings):
+    """Judge responses: from flags, a JSON/JSONL REQUEST_FILE, or '-' (JSON on stdin).
+
+    The judgment cache is off by default here: one judgment asked for by hand usually means
+    "run the model now" (to watch it reason, or to time it). --cache turns it on."""
+    import contextlib
+
     from ra_lite.request import JudgeRequest
 
     if request_file and (principle or prompt_text or response_flags):
@@ -195,10 +255,28 @@ def judge(request_file, principle, prompt_text, response_flags, as_json, stream,
         requests = [JudgeRequest.create(principle, prompt_text, dict(pairs))]
     if stream is None:
         stream = _is_terminal(sys.stderr)
-    with load_judge(**settings) as the_judge:
+    options = judge_options(settings["think_budget"], settings["no_think"],
+                            settings["temperature"], settings["top_p"], settings["seed"],
+                            settings["repetition_guard"], settings["orders"],
+                            settings["speculative"])
+    store, cache = open_cache(use_cache, settings["model"])
+    with contextlib.ExitStack() as stack:
+        if store is not None:
+            stack.callback(store.close)
+        loaded = []
+
+        def the_judge():
+            if not loaded:
+                loaded.append(stack.enter_context(load_judge(**settings)))
+            return loaded[0]
+
         for request in requests:
             printer = ReasoningPrinter() if stream else None
-            result = the_judge.judge_request(request, on_reasoning=printer)
+            result = cache.lookup(request, options) if cache is not None else None
+            if result is None:
+                result = the_judge().judge_request(request, options, on_reasoning=printer)
+                if cache is not None:
+                    cache.store(request, options, result)
             if printer is not None:
                 printer.finish(result)
             if as_json:
@@ -266,7 +344,19 @@ def format_judgment(result, show_reasoning: bool = True) -> str:
         lines.append(f"{rank:<5} {name:<{width}}  {result.scores[name]:>5}  {exp:>8}")
     note = THINK_END_NOTES.get(result.think_end, "")
     lines.append(f"{result.timings.total_s:.1f}s, {result.tokens.think} reasoning tokens{note}")
+    if result.consistency is not None:
+        lines.append(format_consistency(result.consistency))
     return "\n".join(lines)
+
+
+def format_consistency(c) -> str:
+    """One line: how much the verdicts under several response orders agree."""
+    pairs = "–" if c.pairwise_agreement is None else f"{100 * c.pairwise_agreement:.0f}%"
+    top = round(c.top1_agreement * c.n_orders)
+    name, spread = max(c.score_spread.items(), key=lambda item: item[1])
+    widest = f"{spread} ({name})" if spread else "0"
+    return (f"{c.n_orders} orders: pairs ordered alike {pairs}, same winner in {top}/"
+            f"{c.n_orders}, widest score spread {widest}")
 
 
 @main.command()
@@ -276,27 +366,74 @@ def format_judgment(result, show_reasoning: bool = True) -> str:
 @click.option("--fail-under", type=float, default=None,
               help="Exit 1 if a response's mean score is below this.")
 @click.option("--target", default=None, help="The response name --fail-under checks (default: all).")
+@click.option("--summary", "summary_path", default=None, metavar="FILE.md|-",
+              help="Write a Markdown summary (scores, distribution, gate, lowest items, cache "
+                   "hits); '-' prints it. Also appended to $GITHUB_STEP_SUMMARY when set.")
+@click.option("--junit", "junit_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a JUnit XML report: one test case per request.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.option("--parallel", default="auto", show_default=True,
               help="Judgments decoded at once (one model, shared batches): auto, 1, or N.")
+@cache_option(default=True)
 @model_options
 @generation_options
-def batch(input_file, output, fail_under, target, progress, parallel, **settings):
-    """Judge every request in INPUT_FILE (JSONL) into --output, resumably."""
-    from ra_lite.batch import run_batch
+def batch(input_file, output, fail_under, target, summary_path, junit_path, progress, parallel,
+          use_cache, **settings):
+    """Judge every request in INPUT_FILE (JSONL) into --output, resumably.
 
-    with load_judge(**settings) as the_judge:
-        summary = run_batch(the_judge, input_file, output,
+    Exit status: 0 all judged (and the gate passed), 1 the --fail-under gate failed, 2 bad input,
+    3 some requests could not be judged (their error records are in the output)."""
+    import contextlib
+
+    from ra_lite.batch import run_batch
+    from ra_lite.parallel_judge import parse_parallel
+
+    parse_parallel(parallel)                   # a bad value fails before anything loads
+    options = judge_options(settings["think_budget"], settings["no_think"],
+                            settings["temperature"], settings["top_p"], settings["seed"],
+                            settings["repetition_guard"], settings["orders"],
+                            settings["speculative"])
+    store, cache = open_cache(use_cache, settings["model"])
+    with contextlib.ExitStack() as stack:
+        if store is not None:
+            stack.callback(store.close)
+        summary = run_batch(lambda: stack.enter_context(load_judge(**settings)), input_file,
+                            output, options=options,
                             progress=_progress_bar("judging") if progress else None,
-                            parallel=parallel)
+                            parallel=parallel, cache=cache)
     click.echo(format_summary(summary, output))
+    gate = None
     if fail_under is not None:
-        failing = summary.below(fail_under, target)
-        if failing:
-            listed = ", ".join(f"{n} {s:.2f}" for n, s in failing.items())
-            click.echo(f"FAIL: mean score under {fail_under}: {listed}", err=True)
-            sys.exit(EXIT_GATE_FAILED)
-        click.echo(f"PASS: every checked mean score is at least {fail_under}")
+        from ra_lite.ci_report import check_gate
+
+        gate = check_gate(summary, fail_under, target)
+    if summary_path or junit_path or os.environ.get("GITHUB_STEP_SUMMARY"):
+        write_ci_reports(summary, output, gate, input_file, summary_path, junit_path)
+    if gate is not None:
+        click.echo(gate.line(), err=not gate.passed)
+    if summary.errors:
+        click.echo(f"INCOMPLETE: {summary.errors} of {summary.total} requests could not be "
+                   f"judged (see their \"error\" records in {output})", err=True)
+        sys.exit(EXIT_INCOMPLETE)
+    if gate is not None and not gate.passed:
+        sys.exit(EXIT_GATE_FAILED)
+
+
+def write_ci_reports(summary, output: Path, gate, input_file: Path, summary_path, junit_path):
+    from ra_lite.batch import read_done
+    from ra_lite.ci_report import append_text, junit_xml, summary_markdown, write_text
+
+    records = list(read_done(output).values())
+    text = summary_markdown(summary, records, gate, input_file.name)
+    if summary_path == "-":
+        click.echo(text)
+    elif summary_path:
+        write_text(Path(summary_path), text)
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary:
+        append_text(Path(step_summary), text)
+    if junit_path:
+        write_text(junit_path, junit_xml(records, gate, f"ra-lite.{input_file.stem}"))
 
 
 def _progress_bar(label: str):
@@ -309,7 +446,8 @@ def _progress_bar(label: str):
 
 
 def format_summary(summary, output: Path) -> str:
-    lines = [f"{summary.total} requests: {summary.judged_now} judged now, "
+    from_cache = f" ({summary.cached} from the judgment cache)" if summary.cache_looked_up else ""
+    lines = [f"{summary.total} requests: {summary.judged_now} judged now{from_cache}, "
              f"{summary.already_done} already in {output}, {summary.errors} errors"]
     if summary.mean_seconds is not None:
         lines.append(f"mean {summary.mean_seconds:.2f}s per judgment")
@@ -317,6 +455,48 @@ def format_summary(summary, output: Path) -> str:
         lines.append(f"  {name}: mean score {summary.mean_scores[name]:.2f} "
                      f"over {summary.counts[name]}")
     return "\n".join(lines)
+
+
+@main.group()
+def cache():
+    """The judgment cache: judgments kept across runs (batch and bench use it by default)."""
+
+
+@cache.command("stats")
+@click.option("--json", "as_json", is_flag=True)
+def cache_stats(as_json):
+    """Entries, size, hit rate over the cache's life, and entries per model."""
+    from ra_lite.judgment_cache import JudgmentCache
+
+    store = JudgmentCache()
+    try:
+        stats = store.stats()
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(stats.to_dict(), indent=2))
+        return
+    rate = "–" if stats.hit_rate is None else f"{100 * stats.hit_rate:.1f}%"
+    click.echo(f"{stats.path}\n{stats.entries} entries, {stats.bytes / 2**20:.1f} MiB of "
+               f"{stats.max_bytes / 2**20:.0f} MiB; {stats.hits} hits, {stats.misses} misses "
+               f"(hit rate {rate})")
+    for kind, n in sorted(stats.by_kind.items()):
+        click.echo(f"  {kind}: {n}")
+    for model, n in sorted(stats.by_model.items(), key=lambda item: -item[1]):
+        click.echo(f"  model sha256 {model[:16]}…: {n} entries")
+
+
+@cache.command("clear")
+def cache_clear():
+    """Delete every cached judgment."""
+    from ra_lite.judgment_cache import JudgmentCache
+
+    store = JudgmentCache()
+    try:
+        removed = store.clear()
+    finally:
+        store.close()
+    click.echo(f"removed {removed} entries from {store.path}")
 
 
 @main.command()

@@ -8,21 +8,24 @@ seed-42 shuffle, and mapping the result back to the caller's names.
 
 from __future__ import annotations
 
+import sys
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Generator, Iterable, Iterator, Protocol
+from typing import Callable, Generator, Iterable, Iterator, Protocol
 
 from ra_lite.chat_template import CHATML_FALLBACK, render_chat
 from ra_lite.defaults import DEFAULT_N_CTX, DEFAULT_TEMPERATURE, DEFAULT_THINK_BUDGET, DEFAULT_TOP_P
 from ra_lite.runtime.decode import (DecodeResult, Forcing, JudgmentCancelled, SamplingSettings,
-                                    drive, judgment_steps)
+                                    common_prefix_length, judgment_steps)
 from ra_lite.embedded import EMBEDDED_NOTICE
 from ra_lite.errors import RaLiteError
 from ra_lite.grammar import render_answer
 from ra_lite.judgment import Comparison, Judgment, Timings, TokenCounts
+from ra_lite.orders import check_orders, combine, order_design
+from ra_lite.parallel_judge import is_local_backend
 from ra_lite.prompt import ChatPrompt, build_chat_prompt
 from ra_lite.request import JudgeRequest
-
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,10 @@ class JudgeOptions:
     thinking off (the paper reports ~8 accuracy points lost without it).
     repetition_guard: close the reasoning early when it has fallen into an exact loop (a span
     repeated back to back; see ra_lite.runtime.repetition), recorded as think_end "repetition".
+    orders: judge each request under this many response orders and aggregate them
+    (ra_lite.orders); 1 is the official order alone. At most N! for N responses.
+    speculative: draft reasoning tokens by n-gram lookup and verify them in the same decode
+    (local models; the output is distributed exactly as without it; see runtime/drafts.py).
     """
 
     think_budget: int = DEFAULT_THINK_BUDGET
@@ -40,6 +47,8 @@ class JudgeOptions:
     top_p: float = DEFAULT_TOP_P
     seed: int = 0
     repetition_guard: bool = True
+    orders: int = 1
+    speculative: bool = False
 
     def __post_init__(self):
         if self.think_budget < 0:
@@ -48,6 +57,7 @@ class JudgeOptions:
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             raise RaLiteError("temperature must be >= 0 and top_p in (0, 1]",
                               "e.g. temperature 0.1, top_p 0.9 (the official settings)")
+        object.__setattr__(self, "orders", check_orders(self.orders))
 
     @property
     def sampling(self) -> SamplingSettings:
@@ -60,6 +70,43 @@ class PreparedJudgment:
     sampling: SamplingSettings
     steps: Generator          # ra_lite.runtime.decode.judgment_steps; returns a DecodeResult
     kv_tokens: int = 0        # the most KV cells it can take: prompt + think budget + answer
+
+    def task(self, finish, cancelled=None):
+        """This judgment as a ra_lite.runtime.scheduler.SequenceTask."""
+        from ra_lite.runtime.scheduler import SequenceTask
+
+        extra = {"cancelled": cancelled} if cancelled is not None else {}
+        return SequenceTask(self.prompt_tokens, self.sampling, self.steps, self.kv_tokens,
+                            finish, **extra)
+
+
+@dataclass
+class PreparedRequest:
+    """A local request ready for the scheduler: one PreparedJudgment per response order, and
+    `finish(results)`, which turns their DecodeResults (in order) into the Judgment."""
+
+    parts: list[PreparedJudgment]
+    finish: Callable[[list[DecodeResult]], Judgment]
+
+    def close(self) -> None:
+        for part in self.parts:
+            part.steps.close()
+
+
+@dataclass
+class OrderPlan:
+    """One request under its K response orders: the chat prompts the model sees (the first is
+    the official one) and how their results become one Judgment (ra_lite.orders.combine)."""
+
+    chats: list[ChatPrompt]
+    model: str
+    started: float
+
+    def to_judgment(self, results: list[DecodeResult]) -> Judgment:
+        verdicts = [_to_judgment(r, chat, self.model) for r, chat in zip(results, self.chats)]
+        official = self.chats[0]
+        names = [official.masked_to_real[m] for m in official.masked_names]
+        return combine(verdicts, names, time.perf_counter() - self.started)
 
 
 class Backend(Protocol):
@@ -96,12 +143,11 @@ class LocalBackend:
             token_lists = [self.engine.prompt_tokens(self.render(chat, True),
                                                      [m["content"] for m in chat.messages])
                            for chat in probes]
-            shared = 0
-            for a, b in zip(*token_lists):
-                if a != b:
-                    break
-                shared += 1
+            shared = common_prefix_length(*token_lists)
             self._shared_prefix = token_lists[0][:shared]
+            # Told to the engine here, whoever asks first (prepare, or the parallel runner's
+            # slot sizing), so the sequential path always splits its prefill and uses the cache.
+            self.engine.set_shared_prefix(self._shared_prefix)
         return self._shared_prefix
 
     def render(self, chat: ChatPrompt, thinking: bool) -> str:
@@ -119,8 +165,7 @@ class LocalBackend:
         settings and its step generator. The sequential path (generate) and the parallel
         scheduler both start here, so both judge by the same rules."""
         thinking = options.think_budget > 0
-        if self._shared_prefix is None:
-            self.engine.set_shared_prefix(self.shared_prefix_tokens())
+        self.shared_prefix_tokens()
         rendered = self.render(chat, thinking)
         prompt_tokens = self.engine.prompt_tokens(rendered, [m["content"] for m in chat.messages])
         kv_tokens = self._check_fits(prompt_tokens, chat.masked_names, options.think_budget)
@@ -129,16 +174,34 @@ class LocalBackend:
                                prompt_opens_think=rendered.rstrip().endswith("<think>"),
                                settings=options.sampling, forcing=forcing,
                                on_reasoning=on_reasoning,
-                               repetition_guard=options.repetition_guard)
+                               repetition_guard=options.repetition_guard,
+                               speculative=options.speculative)
         return PreparedJudgment(prompt_tokens, options.sampling, steps, kv_tokens)
+
+    def run(self, prepared: list[PreparedJudgment], cancelled=None) -> list[DecodeResult]:
+        """Run judgments side by side on the engine's scheduler (one slot each, as many at once
+        as the KV cells allow); their results in order, or the first one's error raised."""
+        from ra_lite.runtime.scheduler import ListSource
+
+        outcomes: list = [None] * len(prepared)
+
+        def finisher(i):
+            def finish(result, error):
+                outcomes[i] = (result, error)
+            return finish
+
+        tasks = [p.task(finisher(i), cancelled) for i, p in enumerate(prepared)]
+        self.engine.run(ListSource(tasks), concurrency=len(tasks))
+        for result, error in outcomes:
+            if error is not None:
+                raise error
+        return [result for result, _ in outcomes]
 
     def generate(self, chat: ChatPrompt, options: JudgeOptions,
                  forcing: Forcing | None = None, on_reasoning=None,
                  cancelled=None) -> DecodeResult:
         """cancelled: polled between decode steps; True stops with JudgmentCancelled."""
-        prepared = self.prepare(chat, options, forcing, on_reasoning)
-        self.engine.set_sampling(prepared.sampling)
-        return drive(self.engine, prepared.steps, cancelled=cancelled)
+        return self.run([self.prepare(chat, options, forcing, on_reasoning)], cancelled)[0]
 
     def _check_fits(self, prompt_tokens: list[int], names: list[str], think_budget: int) -> int:
         """Refuse up front what cannot fit, instead of truncating the prompt like the official
@@ -166,21 +229,26 @@ class Judge:
     """Judges responses against a principle. Create with ra_lite.load()."""
 
     def __init__(self, backend: Backend, options: JudgeOptions | None = None,
-                 model_name: str = ""):
+                 model_name: str = "", notify=None):
         self.backend = backend
         self.options = options or JudgeOptions()
         self.model_name = model_name or getattr(backend, "description", "")
+        self.notify = notify or _print_notice
+        self._said = set()              # notices given once per judge
 
     def judge(self, principle: str, prompt: str, responses: dict[str, str] | list,
               *, think_budget: int | None = None, temperature: float | None = None,
               top_p: float | None = None, seed: int | None = None,
-              repetition_guard: bool | None = None, on_reasoning=None) -> Judgment:
+              repetition_guard: bool | None = None, orders: int | None = None,
+              speculative: bool | None = None, on_reasoning=None) -> Judgment:
         """on_reasoning(text, tokens_so_far, budget): called with each piece of reasoning as it
-        is generated (whole characters), e.g. to stream it or show progress."""
+        is generated (whole characters), e.g. to stream it or show progress; with several
+        orders, the official order's reasoning."""
         request = JudgeRequest.create(principle, prompt, responses)
         overrides = {k: v for k, v in dict(think_budget=think_budget, temperature=temperature,
-                                           top_p=top_p, seed=seed,
-                                           repetition_guard=repetition_guard).items()
+                                           top_p=top_p, seed=seed, orders=orders,
+                                           repetition_guard=repetition_guard,
+                                           speculative=speculative).items()
                      if v is not None}
         return self.judge_request(request, replace(self.options, **overrides),
                                   on_reasoning=on_reasoning)
@@ -190,19 +258,51 @@ class Judge:
                       cancelled=None) -> Judgment:
         """cancelled: a callable; when it turns True the judgment stops (between decode steps
         on a local model, before starting on a backend that cannot stop midway) and raises
-        ra_lite.runtime.decode.JudgmentCancelled. The server uses it for clients that left."""
+        ra_lite.runtime.decode.JudgmentCancelled. The server uses it for clients that left.
+
+        With options.orders = K the request is judged under K response orders (on a local
+        model side by side in one context, the shared start of their prompts evaluated once;
+        on a remote one as K requests) and aggregated (ra_lite.orders)."""
         options = options or self.options
-        chat = build_chat_prompt(request.principle, request.prompt, request.responses)
-        forcing = _forcing(forcing_from, chat) if forcing_from is not None else None
-        # Passed only when given, so a backend written before streaming existed still works.
-        streaming = {"on_reasoning": on_reasoning} if on_reasoning is not None else {}
-        if cancelled is not None:
-            if cancelled():
-                raise JudgmentCancelled()
-            if _accepts_keyword(self.backend.generate, "cancelled"):
-                streaming["cancelled"] = cancelled
-        result = self.backend.generate(chat, options, forcing, **streaming)
-        return _to_judgment(result, chat, self.model_name)
+        if cancelled is not None and cancelled():
+            raise JudgmentCancelled()
+        if forcing_from is not None:        # a replay: the reference's official-order verdict
+            forcing_from = (forcing_from.orders or [forcing_from])[0]
+            options = replace(options, orders=1)
+        plan = self.plan(request, options)
+        forcing = _forcing(forcing_from, plan.chats[0]) if forcing_from is not None else None
+        if is_local_backend(self.backend):
+            prepared = [self.backend.prepare(chat, options, forcing,
+                                             on_reasoning if i == 0 else None)
+                        for i, chat in enumerate(plan.chats)]
+            return plan.to_judgment(self.backend.run(prepared, cancelled))
+        results = []
+        for i, chat in enumerate(plan.chats):
+            # Passed only when given, so a backend written before streaming existed still works.
+            extra = {"on_reasoning": on_reasoning} if on_reasoning is not None and i == 0 else {}
+            if cancelled is not None:
+                if cancelled():
+                    raise JudgmentCancelled()
+                if _accepts_keyword(self.backend.generate, "cancelled"):
+                    extra["cancelled"] = cancelled
+            results.append(self.backend.generate(chat, options, forcing, **extra))
+        return plan.to_judgment(results)
+
+    def plan(self, request: JudgeRequest, options: JudgeOptions) -> OrderPlan:
+        """The chat prompts of a request under options.orders orders (RaLiteError when there
+        are more than N! of them; one response has one order, which is said once)."""
+        n = len(request.responses)
+        k = options.orders
+        if k > 1 and n == 1:
+            if "one-response-orders" not in self._said:
+                self._said.add("one-response-orders")
+                self.notify(f"--orders {k} has no effect on a request with one response "
+                            "(there is one order); judging it once")
+            k = 1
+        design = order_design(n, check_orders(k, n))
+        chats = [build_chat_prompt(request.principle, request.prompt, request.responses,
+                                   None if i == 0 else order) for i, order in enumerate(design)]
+        return OrderPlan(chats, self.model_name, time.perf_counter())
 
     def judge_many(self, requests: Iterable[JudgeRequest | dict],
                    options: JudgeOptions | None = None, on_reasoning=None,
@@ -229,12 +329,14 @@ class Judge:
                 request = JudgeRequest.from_dict(request)
             yield self.judge_request(request, options, on_reasoning=on_reasoning)
 
-    def prepare_request(self, request: JudgeRequest, options: JudgeOptions | None = None):
-        """(PreparedJudgment, to_judgment): a local judgment ready for any driver, and the
-        function that maps its DecodeResult back to a Judgment (the parallel runner's entry)."""
-        chat = build_chat_prompt(request.principle, request.prompt, request.responses)
-        prepared = self.backend.prepare(chat, options or self.options)
-        return prepared, lambda result: _to_judgment(result, chat, self.model_name)
+    def prepare_request(self, request: JudgeRequest, options: JudgeOptions | None = None
+                        ) -> PreparedRequest:
+        """A local request ready for the scheduler: its judgments (one per response order) and
+        the function that maps their DecodeResults back to one Judgment (the parallel runner's
+        entry; judge_request runs the same parts itself)."""
+        plan = self.plan(request, options or self.options)
+        parts = [self.backend.prepare(chat, options or self.options) for chat in plan.chats]
+        return PreparedRequest(parts, plan.to_judgment)
 
     def parallel_runner(self, slots: int):
         """A ra_lite.parallel_judge.ParallelRunner with `slots` (>= 2) sequences on this judge's
@@ -274,6 +376,10 @@ class Judge:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _print_notice(message: str) -> None:
+    print(f"ra-lite: {message}", file=sys.stderr)
 
 
 def _accepts_keyword(function, name: str) -> bool:
@@ -348,4 +454,4 @@ def load(model: str | Path | None = None, *, n_ctx: int = DEFAULT_N_CTX, n_gpu_l
     backend = LocalBackend(engine)
     if backend.template_is_fallback:
         notify("the GGUF has no chat template; using ChatML (Qwen3's format)")
-    return Judge(backend, options, model_name=path.name)
+    return Judge(backend, options, model_name=path.name, notify=notify)

@@ -23,6 +23,20 @@ class Timings:
 
 
 @dataclass
+class Consistency:
+    """How much a request's per-order verdicts agree (ra_lite.orders says how each is computed)."""
+
+    n_orders: int
+    pairwise_agreement: float | None     # None with one response (no pairs)
+    top1_agreement: float
+    score_spread: dict[str, int]
+    expected_score_spread: dict[str, float] | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
 class Judgment:
     scores: dict[str, int]                      # caller's name -> 1..5
     ranking: list[str]                          # caller's names, best to worst
@@ -38,6 +52,13 @@ class Judgment:
     # For replaying this output through another model (mini-RABench's KL divergence).
     think_token_ids: list[int] = field(default_factory=list, repr=False)
     think_closing: str = field(default="", repr=False)
+    # Judged under several response orders (ra_lite.orders): every order's own verdict, the
+    # first being the official order's, and how much they agree. None for one order.
+    orders: list["Judgment"] | None = field(default=None, repr=False)
+    consistency: Consistency | None = None
+    # Speculative reasoning: {"drafted", "accepted", "steps"} token counts (None when off).
+    speculative: dict | None = None
+    cached: bool = False                        # answered from the judgment cache
 
     @property
     def best(self) -> str:
@@ -60,6 +81,10 @@ class Judgment:
         fields = dict(record)
         fields["tokens"] = TokenCounts(**fields["tokens"])
         fields["timings"] = Timings(**fields["timings"])
+        if fields.get("orders"):
+            fields["orders"] = [cls.from_record(r) for r in fields["orders"]]
+        if fields.get("consistency"):
+            fields["consistency"] = Consistency(**fields["consistency"])
         return cls(**fields)
 
     def to_dict(self) -> dict:
@@ -74,12 +99,27 @@ class Judgment:
             "tokens": asdict(self.tokens),
             "timings": asdict(self.timings),
             "model": self.model,
+            "cached": self.cached,
         }
+        if self.speculative is not None:
+            details["speculative"] = dict(self.speculative)
+        if self.orders:
+            details["orders"] = [verdict.order_entry(i + 1) for i, verdict in
+                                 enumerate(self.orders)]
+            details["consistency"] = self.consistency.to_dict()
         return {
             "thoughts": self.reasoning,
             "results": {"scores": self.scores, "best-to-worst": self.ranking},
             "ra_lite": details,
         }
+
+
+    def order_entry(self, number: int) -> dict:
+        """This verdict as one entry of a multi-order result's ra_lite.orders."""
+        return {"order": number, "masked_to_real": self.masked_to_real,
+                "results": {"scores": self.scores, "best-to-worst": self.ranking},
+                "expected_scores": self.expected_scores, "thoughts": self.reasoning,
+                "think_end": self.think_end, "tokens": asdict(self.tokens)}
 
 
 @dataclass
@@ -96,6 +136,14 @@ class Comparison:
         """Equal scores: `winner` is then the model's tie-break in its ranking."""
         return self.score_a == self.score_b
 
+    @property
+    def order_consistent(self) -> bool | None:
+        """Judged in both orders (orders=2, the swap test): did both put the same one first?
+        None when judged in one order only."""
+        c = self.judgment.consistency
+        return None if c is None else c.pairwise_agreement == 1.0
+
     def to_dict(self) -> dict:
         return {"winner": self.winner, "score_a": self.score_a, "score_b": self.score_b,
-                "tie": self.tie, "judgment": self.judgment.to_dict()}
+                "tie": self.tie, "order_consistent": self.order_consistent,
+                "judgment": self.judgment.to_dict()}

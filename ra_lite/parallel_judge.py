@@ -1,21 +1,19 @@
 """Judging many requests at once on one local model (the judge-level side of the scheduler).
 
 `Judge.parallel_runner(slots)` gives a ParallelRunner: it takes JudgeJobs from a JobSource,
-prepares each exactly as the sequential path does (`Judge.prepare_request`, the same decoder
-rules), runs them in the slots of one multi-sequence llama.cpp context (runtime/scheduler.py) and
-reports each result through the job's `done` callback. The server and `judge_each` /
-`judge_in_order` (judge_many, batch, bench) are its users.
+prepares each exactly as a single judgment is prepared (`Judge.prepare_request`: the same
+decoder rules, one sequence per response order), runs them in up to `slots` sequences of the
+engine's one context (runtime/scheduler.py) and reports each result through the job's `done`
+callback. The server and `judge_each` / `judge_in_order` (judge_many, batch, bench) are its users.
 
 `--parallel auto` (resolve_parallel) picks, for a local model, 8 slots when layers are offloaded
 to a GPU and 4 on a CPU, capped by the KV memory: as many slots as fit the context at the
-options' think budget with a short request each. The parallel context is a second KV cache
-beside the engine's, so on a CPU auto stays at 1 when that cache would take more than half of
-the memory the system has available (a laptop running an 8B quant near its limit). Measured on
-the 2-core reference machine (benchmarks/parallel.py, think budget 256, three runs): 4 slots
-judged 1.57-2.10x as many judgments/s as 1 on the embedded model and 1.23x on a
-Qwen3-0.6B-shaped model, near the bare llama_decode ceiling measured beside them. A
-remote backend gets 1 (its server decides); an explicit N >= 2 there means N concurrent
-requests to the server.
+options' think budget with a short request each. The slots share the engine's one KV cache (no
+second cache: a judgment's cells are all it adds). Measured on the 2-core reference machine
+(benchmarks/parallel.py, think budget 256, three runs): 4 slots judged 1.57-2.10x as many
+judgments/s as 1 on the embedded model and 1.23x on a Qwen3-0.6B-shaped model, near the bare
+llama_decode ceiling measured beside them. A remote backend gets 1 (its server decides); an
+explicit N >= 2 there means N concurrent requests to the server.
 
 This module imports nothing from ra_lite.judge (judge.py imports it), only the runtime.
 """
@@ -31,7 +29,6 @@ from ra_lite.request import JudgeRequest
 
 HARDWARE_SLOTS_GPU = 8
 HARDWARE_SLOTS_CPU = 4
-SECOND_KV_MAX_SHARE = 0.5         # of available memory, for auto on a CPU (module docstring)
 
 
 def _never() -> bool:
@@ -57,19 +54,23 @@ class JobSource(Protocol):
     def take(self, block: bool) -> JudgeJob | None: ...
 
 
+def is_local_backend(backend) -> bool:
+    """Whether a backend decodes on a local llama.cpp engine (the scheduler drives it)."""
+    return getattr(backend, "engine", None) is not None and hasattr(backend, "prepare") \
+        and hasattr(backend, "run")
+
+
 def is_local(judge) -> bool:
     """Whether `judge` decodes on a local llama.cpp engine (anything else, e.g. a remote backend
     or a wrapper without a backend, judges one request per call)."""
-    backend = getattr(judge, "backend", None)
-    return getattr(backend, "engine", None) is not None and hasattr(backend, "prepare")
+    return is_local_backend(getattr(judge, "backend", None))
 
 
 class ParallelRunner:
-    """Runs JudgeJobs in `slots` sequences of one context (see the module docstring)."""
+    """Runs JudgeJobs in up to `slots` sequences of the engine's context (module docstring)."""
 
     def __init__(self, judge, slots: int):
-        from ra_lite.runtime.multi_engine import MultiSequenceContext
-        from ra_lite.runtime.scheduler import MAX_SLOTS, SlotScheduler
+        from ra_lite.runtime.scheduler import MAX_SLOTS
 
         if not is_local(judge):
             raise RaLiteError("parallel decoding needs a local GGUF model",
@@ -79,9 +80,9 @@ class ParallelRunner:
                               "use judge_request for one at a time, or 2 or more slots")
         self.judge = judge
         self.slots = slots
-        self.prefix = shared_prefix_tokens(judge.backend)
-        self._context = MultiSequenceContext(judge.backend.engine, slots)
-        self._scheduler = SlotScheduler(self._context, slots, self.prefix)
+        self.engine = judge.backend.engine
+        judge.backend.shared_prefix_tokens()
+        self.engine.scheduler(slots)      # room for `slots` sequences now, not at the first job
 
     def run(self, source: JobSource) -> None:
         """Blocks until the source is closed and every slot is idle."""
@@ -89,21 +90,17 @@ class ParallelRunner:
             pass
 
     def rounds(self, source: JobSource) -> Iterator[None]:
-        """Like run, one decode round per iteration (callers flush finished results between)."""
-        tasks = _Tasks(self.judge, source)
-        while self._scheduler.step(tasks):
-            yield
+        """Like run, one decode round per iteration (callers flush finished results between;
+        close the iterator when stopping early)."""
+        yield from self.engine.rounds(_Tasks(self.judge, source), self.slots)
 
-    def abort(self) -> None:
-        """Cancel every running judgment (done(None, JudgmentCancelled()) for each)."""
-        self._scheduler.abort()
-
-    @property
-    def decode_calls(self) -> int:
-        return self._scheduler.rounds
+    def abort(self, error: BaseException | None = None) -> None:
+        """End every running judgment: done(None, error) for each (default JudgmentCancelled,
+        for a consumer that stopped; the runner's own failure passes itself)."""
+        self.engine.abort(error)
 
     def close(self) -> None:
-        self._context.close()
+        """Nothing to free: the slots are the engine's (kept for its next judgments)."""
 
     def __enter__(self) -> "ParallelRunner":
         return self
@@ -113,69 +110,69 @@ class ParallelRunner:
 
 
 class _Tasks:
-    """JudgeJobs in, scheduler tasks out (prepared by the judge, results mapped back)."""
+    """JudgeJobs in, scheduler tasks out: each job prepared by the judge as one task per
+    response order, whose results are gathered and mapped back to one Judgment."""
 
     def __init__(self, judge, source: JobSource):
         self.judge = judge
         self.source = source
+        self._parts: collections.deque = collections.deque()
 
     def take(self, block: bool):
-        from ra_lite.runtime.scheduler import SequenceTask
+        from ra_lite.runtime.decode import JudgmentCancelled
 
         while True:
+            if self._parts:
+                return self._parts.popleft()
             job = self.source.take(block)
             if job is None:
                 return None
             if job.cancelled():
-                from ra_lite.runtime.decode import JudgmentCancelled
-
                 job.done(None, JudgmentCancelled())
                 continue
             try:
-                prepared, to_judgment = self.judge.prepare_request(job.request, job.options)
+                prepared = self.judge.prepare_request(job.request, job.options)
             except Exception as error:   # noqa: BLE001 - e.g. does not fit: this job only
                 job.done(None, error)
                 continue
-            return SequenceTask(prepared.prompt_tokens, prepared.sampling, prepared.steps,
-                                prepared.kv_tokens, _finisher(job, to_judgment), job.cancelled)
+            self._parts.extend(_Gather(job, prepared).tasks())
 
 
-def _finisher(job: JudgeJob, to_judgment):
-    def finish(result, error):
-        if error is None:
-            try:
-                judgment = to_judgment(result)
-            except Exception as e:   # noqa: BLE001
-                job.done(None, e)
+class _Gather:
+    """One job's per-order results; the job is done when all are. The first failure stops the
+    job's other orders and is what the job reports."""
+
+    def __init__(self, job: JudgeJob, prepared):
+        self.job, self.prepared = job, prepared
+        self.results: list = [None] * len(prepared.parts)
+        self.left = len(prepared.parts)
+        self.error: BaseException | None = None
+
+    def cancelled(self) -> bool:
+        return self.error is not None or self.job.cancelled()
+
+    def tasks(self) -> list:
+        return [part.task(self._finisher(i), self.cancelled)
+                for i, part in enumerate(self.prepared.parts)]
+
+    def _finisher(self, index: int):
+        def finish(result, error):
+            if error is not None and self.error is None:
+                self.error = error
+            self.results[index] = result
+            self.left -= 1
+            if self.left:
                 return
-            job.done(judgment, None)
-        else:
-            job.done(None, error)
-    return finish
-
-
-# --- the shared prefix ----------------------------------------------------------------------------
-def shared_prefix_tokens(backend) -> list[int]:
-    """The tokens every judgment's prompt starts with (chat header + system prompt).
-
-    Uses the backend's own answer when it has one; otherwise the common token prefix of two
-    prompts that differ in everything the user supplies. The scheduler shares only as much of it
-    as each prompt actually starts with, so a short answer costs speed, never correctness.
-    """
-    own = getattr(backend, "shared_prefix_tokens", None)
-    if callable(own):
-        return list(own())
-    from ra_lite.prompt import build_chat_prompt
-    from ra_lite.runtime.scheduler import common_prefix_length
-
-    prompts = []
-    for principle, prompt, responses in (("a", "b", {"x": "c", "y": "d"}),
-                                         ("Q! 9", "7 ?", {"x": "z z", "y": "w"})):
-        chat = build_chat_prompt(principle, prompt, responses)
-        rendered = backend.render(chat, True)
-        prompts.append(backend.engine.prompt_tokens(rendered,
-                                                    [m["content"] for m in chat.messages]))
-    return prompts[0][:common_prefix_length(*prompts)]
+            if self.error is not None:
+                self.job.done(None, self.error)
+                return
+            try:
+                judgment = self.prepared.finish(self.results)
+            except Exception as e:   # noqa: BLE001
+                self.job.done(None, e)
+                return
+            self.job.done(judgment, None)
+        return finish
 
 
 # --- how many slots ------------------------------------------------------------------------------
@@ -191,56 +188,34 @@ class SlotLimit:
 
 
 def slot_limit(judge, options) -> SlotLimit:
-    from ra_lite.runtime.scheduler import MAX_SLOTS, common_prefix_length
+    from dataclasses import replace
 
-    prefix = shared_prefix_tokens(judge.backend)
+    from ra_lite.runtime.decode import common_prefix_length
+    from ra_lite.runtime.scheduler import MAX_SLOTS
+
+    prefix = judge.backend.shared_prefix_tokens()
     minimal = JudgeRequest.create("x", "x", {"a": "x", "b": "x"})
-    prepared, _ = judge.prepare_request(minimal, options)
-    prepared.steps.close()
-    per_slot = prepared.kv_tokens - common_prefix_length(prepared.prompt_tokens, prefix)
+    prepared = judge.prepare_request(minimal, replace(options, orders=1))
+    prepared.close()
+    part = prepared.parts[0]
+    per_slot = part.kv_tokens - common_prefix_length(part.prompt_tokens, prefix)
     n_ctx = judge.backend.engine.n_ctx
     most = min(MAX_SLOTS, max(0, (n_ctx - len(prefix)) // max(per_slot, 1)))
     return SlotLimit(most, per_slot, len(prefix), n_ctx)
 
 
-def hardware_slots(engine, available=None) -> int:
-    """Slots worth running on this engine's hardware, before the KV-cell cap.
-
-    available: bytes of free memory (default: the system's MemAvailable; None = unknown)."""
+def hardware_slots(engine) -> int:
+    """Slots worth running on this engine's hardware, before the KV-cell cap."""
     if getattr(getattr(engine, "offload", None), "n_gpu_layers", 0):
         return HARDWARE_SLOTS_GPU
-    if available is None:
-        from ra_lite.runtime.devices import available_memory_bytes
-
-        available = available_memory_bytes()
-    if available is not None and second_kv_bytes(engine) > SECOND_KV_MAX_SHARE * available:
-        return 1
     return HARDWARE_SLOTS_CPU
 
 
-def second_kv_bytes(engine) -> int:
-    """The parallel context's own KV cache (f16, the engine's n_ctx), from the GGUF header."""
-    from ra_lite.runtime.offload import read_footprint
-
-    path = getattr(getattr(engine, "info", None), "path", None)
-    if path is None:
-        return 0
-    footprint = read_footprint(path, engine.n_ctx)
-    return footprint.kv_bytes_per_layer * footprint.n_layers
-
-
-def resolve_parallel(judge, parallel, options=None) -> int:
-    """`auto`, None or a positive int (or its text) -> the slot count; 1 = the sequential path.
-
-    Bad values raise RaLiteError naming the limit."""
-    options = options or judge.options
+def parse_parallel(parallel) -> int | str:
+    """`auto` / None -> "auto"; a positive whole number (or its text) -> it. Checks only the
+    value (commands call it before loading a model); resolve_parallel checks it fits."""
     if parallel is None or (isinstance(parallel, str) and parallel.strip().lower() == "auto"):
-        if not is_local(judge):
-            return 1
-        hardware = hardware_slots(judge.backend.engine)
-        if hardware <= 1:
-            return 1
-        return max(1, min(hardware, slot_limit(judge, options).most))
+        return "auto"
     try:
         slots = int(parallel)
         if isinstance(parallel, float) and slots != parallel:
@@ -249,8 +224,22 @@ def resolve_parallel(judge, parallel, options=None) -> int:
         raise RaLiteError(f"--parallel {parallel!r} is not a number of slots",
                           "use auto, 1 (one judgment at a time) or a whole number >= 2") from None
     if slots < 1:
-        raise RaLiteError(f"--parallel {slots} is below 1",
+        raise RaLiteError(f"--parallel {slots} is below 1: at least 1 slot is needed",
                           "use auto, 1 (one judgment at a time) or a whole number >= 2")
+    return slots
+
+
+def resolve_parallel(judge, parallel, options=None) -> int:
+    """`auto`, None or a positive int (or its text) -> the slot count; 1 = the sequential path.
+
+    Bad values raise RaLiteError naming the limit."""
+    options = options or judge.options
+    slots = parse_parallel(parallel)
+    if slots == "auto":
+        if not is_local(judge):
+            return 1
+        hardware = hardware_slots(judge.backend.engine)
+        return max(1, min(hardware, slot_limit(judge, options).most))
     if slots == 1 or not is_local(judge):
         return slots
     from ra_lite.runtime.scheduler import MAX_SLOTS
@@ -281,7 +270,8 @@ class Finished:
 def judge_each(judge, requests: Iterable[JudgeRequest | dict], options=None,
                parallel: int = 2) -> Iterator[Finished]:
     """Judge every request, `parallel` at a time; yield each outcome as it finishes (completion
-    order). Errors are yielded, not raised, so one bad request never stops the others."""
+    order). A RaLiteError (this request's own problem, e.g. it does not fit) is yielded, so one
+    bad request never stops the others; anything else (a bug) is raised, on every path."""
     if parallel <= 1:
         for index, request in enumerate(requests):
             try:
@@ -295,18 +285,25 @@ def judge_each(judge, requests: Iterable[JudgeRequest | dict], options=None,
     finished: collections.deque[Finished] = collections.deque()
     source = _IteratorSource(requests, options, finished)
     runner = ParallelRunner(judge, parallel)
+    rounds = runner.rounds(source)
     complete = False
     try:
-        for _ in runner.rounds(source):
+        for _ in rounds:
             while finished:
-                yield finished.popleft()
+                yield _raised_unless_own(finished.popleft())
         while finished:
-            yield finished.popleft()
+            yield _raised_unless_own(finished.popleft())
         complete = True
     finally:
         if not complete:
             runner.abort()
-        runner.close()
+        rounds.close()
+
+
+def _raised_unless_own(outcome: Finished) -> Finished:
+    if outcome.error is not None and not isinstance(outcome.error, RaLiteError):
+        raise outcome.error
+    return outcome
 
 
 def judge_in_order(judge, requests: Iterable[JudgeRequest | dict], options=None,

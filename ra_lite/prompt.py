@@ -55,13 +55,19 @@ class ChatPrompt:
         return list(self.masked_to_real)
 
 
-def mask_responses(responses: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+def mask_responses(responses: dict[str, str], order: tuple[int, ...] | None = None
+                   ) -> tuple[dict[str, str], dict[str, str]]:
     """Rename responses to model-1..model-N in the official seed-42 shuffled order.
 
-    Returns (masked responses, masked name -> caller name).
+    order: another presentation of the same responses (ra_lite.orders): order[i] is the index,
+    in the official shuffled order, of the response shown as model-(i+1). None (or the
+    identity) is the official order itself. Returns (masked responses, masked name -> caller name).
     """
     pairs = list(responses.items())
     random.Random(MASKING_SEED).shuffle(pairs)
+    if order is not None:
+        assert sorted(order) == list(range(len(pairs))), order
+        pairs = [pairs[i] for i in order]
     masked_names = [f"model-{i + 1}" for i in range(len(pairs))]
     masked = {masked: text for masked, (_, text) in zip(masked_names, pairs)}
     masked_to_real = {masked: real for masked, (real, _) in zip(masked_names, pairs)}
@@ -76,9 +82,11 @@ def user_message(principle: str, prompt: str, masked_responses: dict[str, str]) 
     )
 
 
-def build_chat_prompt(principle: str, prompt: str, responses: dict[str, str]) -> ChatPrompt:
-    """The official prepare_chat_messages(..., mask_responses=True)."""
-    masked, masked_to_real = mask_responses(responses)
+def build_chat_prompt(principle: str, prompt: str, responses: dict[str, str],
+                      order: tuple[int, ...] | None = None) -> ChatPrompt:
+    """The official prepare_chat_messages(..., mask_responses=True); `order` presents the
+    responses in another order (see mask_responses), the text around them unchanged."""
+    masked, masked_to_real = mask_responses(responses, order)
     messages = [
         {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": user_message(principle, prompt, masked)},

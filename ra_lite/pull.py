@@ -13,8 +13,6 @@ left where a later load would pick it up. Files built from source live in ra_lit
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 import shutil
@@ -22,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ra_lite.errors import RaLiteError
+from ra_lite.file_hash import remembered_sha256
 from ra_lite.model_ref import (ModelRef, hub_cache_dir, hub_offline, parse_model_ref, ra_lite_home,
                               registry_path)
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-VERIFIED_FILE = "verified-sha256.json"
 
 
 @dataclass
@@ -85,7 +83,7 @@ def pull(ref: str, *, from_source: bool = False, force: bool = False,
             return _local_result(ref, built, "local-build")
         return _local_result(ref, build_from_source(entry, quant, keep_f16=keep_f16,
                                                     progress=progress, notify=notify,
-                                                    imatrix=imatrix), "converted")
+                                                    imatrix=imatrix, force=force), "converted")
     if artifact is None:
         if built.exists():
             return _local_result(ref, built, "local-build")
@@ -128,7 +126,7 @@ def _fetch(ref: ModelRef, expected_sha: str | None, *, force: bool, endpoint, ca
     expected, against = (expected_sha, "registry") if expected_sha else (hub_sha, "hub-lfs")
     actual = None
     if expected:
-        actual = _sha256_verified(blob, progress and source == "download")
+        actual = remembered_sha256(blob, progress=progress and source == "download")
         if actual != expected:
             _delete_cached(path)
             raise RaLiteError(
@@ -174,46 +172,8 @@ def _delete_cached(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _sha256_verified(blob: Path, progress: bool) -> str:
-    """sha256 of a cached file, remembered per (path, size, mtime) so a 5 GB model is hashed once,
-    not at every load."""
-    stat = blob.stat()
-    key = str(blob)
-    record_path = ra_lite_home() / VERIFIED_FILE
-    try:
-        records = json.loads(record_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        records = {}
-    known = records.get(key)
-    if known and known.get("size") == stat.st_size and known.get("mtime_ns") == stat.st_mtime_ns:
-        return known["sha256"]
-    digest = _sha256_file(blob, progress)
-    records[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
-    try:
-        record_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = record_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(records, indent=1), encoding="utf-8")
-        os.replace(tmp, record_path)
-    except OSError:
-        pass   # only a cache: the next load hashes again
-    return digest
-
-
-def _sha256_file(path: Path, progress: bool) -> str:
-    from tqdm.auto import tqdm
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f, tqdm(total=path.stat().st_size, unit="B", unit_scale=True,
-                                     desc=f"sha256 {path.name}", disable=not progress,
-                                     leave=False) as bar:
-        while block := f.read(16 << 20):
-            digest.update(block)
-            bar.update(len(block))
-    return digest.hexdigest()
-
-
 def build_from_source(entry, quant: str, *, keep_f16: bool = False, progress: bool = True,
-                      notify=None, imatrix: bool = True) -> Path:
+                      notify=None, imatrix: bool = True, force: bool = False) -> Path:
     """Download the entry's checkpoint, convert it to F16 GGUF, quantize it to `quant`.
 
     Needs room for the checkpoint (HF cache) plus the F16 file plus the output. For types at or
@@ -239,7 +199,10 @@ def build_from_source(entry, quant: str, *, keep_f16: bool = False, progress: bo
     try:
         imatrix_file = None
         if imatrix and benefits_from_imatrix(quant):
-            imatrix_file = _build_imatrix(f16, out_dir / f"{entry.display_name}-imatrix.gguf", notify)
+            # Named by the source revision: an imatrix is reused only for the same weights.
+            revision = (entry.revision or "main")[:12]
+            imatrix_file = _build_imatrix(
+                f16, out_dir / f"{entry.display_name}-{revision}-imatrix.gguf", notify, force)
         elif benefits_from_imatrix(quant):
             notify(f"quantizing {quant} without an importance matrix (--no-imatrix)")
         results = quantize(f16, quant, out_dir=out_dir, force=True, progress=progress, imatrix=imatrix_file)
@@ -252,13 +215,14 @@ def build_from_source(entry, quant: str, *, keep_f16: bool = False, progress: bo
     return target
 
 
-def _build_imatrix(f16: Path, target: Path, notify) -> Path:
-    """Collect (or reuse) the importance matrix of the F16 model, on ra-lite's calibration set."""
+def _build_imatrix(f16: Path, target: Path, notify, force: bool) -> Path:
+    """Collect (or, unless force, reuse) the importance matrix of the F16 model, on ra-lite's
+    calibration set."""
     from ra_lite.convert.calibration import load_calibration
     from ra_lite.convert.imatrix import write_imatrix
     from ra_lite.convert.imatrix_collect import collect_imatrix
 
-    if target.exists():
+    if target.exists() and not force:
         notify(f"using the importance matrix {target} (delete it to collect a new one)")
         return target
     calibration = load_calibration()

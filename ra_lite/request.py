@@ -24,6 +24,7 @@ class JudgeRequest:
             if not value.strip():
                 raise RaLiteError(f"the {field} is empty",
                                   f"give a {field}: the judge scores responses against it")
+            check_unicode(value, f"the {field}")
         return cls(principle, prompt, normalize_responses(responses))
 
     @classmethod
@@ -65,8 +66,24 @@ def normalize_responses(responses: Any) -> dict[str, str]:
         if not isinstance(text, str):
             raise RaLiteError(f"response {name!r} is a {type(text).__name__}, not a string",
                               "pass each response as text (serialize structured output first)")
+        check_unicode(name, f"the response name {ascii(name)}")
+        check_unicode(text, f"response {ascii(name)}")
         result[name] = text
     return result
+
+
+def check_unicode(text: str, where: str) -> None:
+    """Refuse text that cannot be UTF-8: an unpaired UTF-16 surrogate (JSON's "\\ud800" alone is
+    valid JSON, and many tools emit it when they cut a string inside an emoji's pair)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        code = ord(text[e.start])
+        raise RaLiteError(
+            f"{where} contains an unpaired UTF-16 surrogate (\\u{code:04x}) at character "
+            f"{e.start}, which is not text",
+            "fix the producer's escaping (a surrogate pair must be written whole), or replace "
+            "it with U+FFFD") from None
 
 
 def reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -15,29 +15,17 @@
 #   CMAKE_ARGS="-DGGML_METAL=on"  macOS Metal (the default on Apple Silicon anyway)
 # or RA_LITE_LLAMA_BUILD=native-noamx for the faster native build that keeps AVX-512 but
 # switches AMX off (only for wheels that stay on the machine that built them).
+# scripts/build_llama_server.sh builds llama.cpp's llama-server from the same source and flags.
 set -euo pipefail
-
-version="${RA_LITE_LLAMA_CPP_VERSION:-0.3.36}"
-portable="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAVA_BUILD=OFF"
-noamx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
-if [ -n "${CMAKE_ARGS:-}" ]; then
-  flags="$CMAKE_ARGS"
-elif [ "${RA_LITE_LLAMA_BUILD:-portable}" = "native-noamx" ]; then
-  flags="-DGGML_NATIVE=ON -DLLAVA_BUILD=OFF -DCMAKE_C_FLAGS='$noamx' -DCMAKE_CXX_FLAGS='$noamx'"
-else
-  flags="$portable"
-fi
-
-cache_root="${RA_LITE_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ra-lite/wheels}"
-key=$(printf '%s\n%s\n%s\n' "$version" "$flags" "$(python3 -c 'import sys;print(sys.version_info[:2])')" | sha256sum | cut -c1-16)
+. "$(dirname "$0")/llama_build_flags.sh"
 dir="$cache_root/llama-cpp-python-$version-$key"
 
 if ! ls "$dir"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+  fetch_sdist
   mkdir -p "$dir.tmp"
   echo "ra-lite: building llama-cpp-python $version (one time, ~10 min on 2 cores)" >&2
   echo "ra-lite: CMAKE_ARGS=$flags" >&2
-  CMAKE_ARGS="$flags" python3 -m pip wheel --no-deps --no-cache-dir -w "$dir.tmp" \
-    "llama-cpp-python==$version" >&2
+  CMAKE_ARGS="$flags" python3 -m pip wheel --no-deps --no-cache-dir -w "$dir.tmp" "$sdist" >&2
   printf '%s\n' "$flags" >"$dir.tmp/CMAKE_ARGS"
   rm -rf "$dir" && mv "$dir.tmp" "$dir"   # publish the cache entry only once complete
 fi

@@ -7,9 +7,17 @@ tests never read or write the developer's files. Real-model fixtures load once p
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from tests.support.random_gguf import write_random_gguf
+
+# Where this machine keeps the compiled llama.cpp (scripts/llama_build_flags.sh's rule), read
+# before any test isolates HOME: tests that run the install script or llama-server use it.
+WHEEL_CACHE = Path(os.environ.get("RA_LITE_WHEEL_CACHE") or Path(
+    os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ra-lite" / "wheels")
 
 
 @pytest.fixture(autouse=True)

@@ -1,11 +1,8 @@
 """Batch judging: resumable, gated, and loss-free (fake backend; one real kill-and-resume)."""
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from click.testing import CliRunner
@@ -15,6 +12,7 @@ from ra_lite.batch import run_batch
 from ra_lite.errors import RaLiteError
 from ra_lite.judge import Judge
 from ra_lite.testing import FakeBackend, ascending_answer
+from tests.support.kill import kill_after_records
 
 
 def write_requests(path, n, bad_lines=()):
@@ -100,14 +98,7 @@ def test_real_batch_killed_midway_resumes_without_loss(tmp_path):
     src, out = write_requests(tmp_path / "in.jsonl", 8), tmp_path / "out.jsonl"
     command = [sys.executable, "-m", "ra_lite", "batch", str(src), "-o", str(out),
                "--think-budget", "24", "--no-progress"]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 2):
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    before = out.read_text().count("\n")
+    before = kill_after_records(command, out, 2, timeout=120)
     assert 2 <= before < 8, "the kill should land mid-batch"
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -96,11 +96,42 @@ def test_interrupted_run_resumes_from_the_cache(tmp_path, tiny_data, embedded_pa
         run_bench([str(embedded_path)], data=str(tiny_data), output_dir=tmp_path / "o",
                   think_budget=4, cache_dir=cache, progress=False, notify=lambda m: None)
     monkeypatch.setattr(ra_lite.judge, "load", real_load)
-    done = list(cache.rglob("judged/*.json"))
-    assert len(done) == 2
+    assert cached_judgments(cache) == 2
     report = run_bench([str(embedded_path)], data=str(tiny_data), output_dir=tmp_path / "o",
                        think_budget=4, cache_dir=cache, progress=False, notify=lambda m: None)
-    assert len(report["models"][0]["predictions"]) == 3 and len(list(cache.rglob("judged/*.json"))) == 3
+    assert len(report["models"][0]["predictions"]) == 3 and cached_judgments(cache) == 3
+
+
+def cached_judgments(cache_dir) -> int:
+    from ra_lite.judgment_cache import JudgmentCache
+
+    store = JudgmentCache(cache_dir / "judgments.sqlite3")
+    try:
+        return store.stats().by_kind.get("judgment", 0)
+    finally:
+        store.close()
+
+
+def test_orders_and_a_budget_sweep_are_reported(tmp_path, tiny_data, requantized, embedded_path):
+    report = run_bench([str(requantized)], reference=str(embedded_path), data=str(tiny_data),
+                       output_dir=tmp_path / "out", think_budgets=[0, 4], orders=3,
+                       cache_dir=tmp_path / "cache", progress=False, notify=lambda m: None)
+    assert report["settings"]["think_budget"] == 4 and report["settings"]["orders"] == 3
+    for model in report["models"]:
+        c = model["order_consistency"]
+        assert c["orders"] == 3 and c["n_items"] == 3
+        assert 0 <= c["pairwise_agreement"] <= 1 and 0 <= c["top1_agreement"] <= 1
+        assert set(c["official_order_aggregates"]) >= {"pairwise_accuracy", "valid_rate"}
+        assert "pairwise_agreement_lost" in c
+    ref = report["models"][0]
+    assert ref["order_consistency"]["pairwise_agreement_lost"] == 0
+    rows = {(r["label"], r["think_budget"]): r for r in report["budget_sweep"]}
+    assert len(rows) == 4
+    assert rows[(ref["label"], 4)]["agreement_with_reference_at_max_budget"] == 1
+    assert all(r["mean_seconds_per_judgment"] > 0 for r in rows.values())
+    assert rows[(ref["label"], 0)]["mean_think_tokens"] == 0
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "Order consistency" in text and "Think budget sweep" in text
 
 
 def test_bench_cli_reports_bad_data_lines(tmp_path, monkeypatch):

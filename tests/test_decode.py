@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from ra_lite.runtime.decode import BUDGET_CLOSE, Forcing, SamplingSettings, decode
+from ra_lite.runtime.decode import BUDGET_CLOSE, Forcing, SamplingSettings
 from ra_lite.grammar import THINK_CLOSE, parse_answer
-from tests.support.fake_engine import FakeEngine
+from tests.support.fake_engine import FakeEngine, decode
 
 
 def names(n):

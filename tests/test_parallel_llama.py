@@ -7,11 +7,8 @@ with the sequential path.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -19,6 +16,7 @@ from ra_lite.errors import RaLiteError
 from ra_lite.judge import JudgeOptions
 from ra_lite.parallel_judge import resolve_parallel
 from ra_lite.request import JudgeRequest
+from tests.support.kill import kill_after_records
 
 pytestmark = pytest.mark.slow
 
@@ -102,14 +100,7 @@ def test_parallel_batch_killed_midway_resumes_without_loss(tmp_path):
     src, out = write_requests(tmp_path / "in.jsonl", 12), tmp_path / "out.jsonl"
     command = [sys.executable, "-m", "ra_lite", "batch", str(src), "-o", str(out),
                "--think-budget", "24", "--n-ctx", "2048", "--parallel", "4", "--no-progress"]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.time() + 180
-    while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 2):
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    before = out.read_text().count("\n")
+    before = kill_after_records(command, out, 2, timeout=180)
     assert 2 <= before < 12, "the kill should land mid-batch"
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -118,3 +109,28 @@ def test_parallel_batch_killed_midway_resumes_without_loss(tmp_path):
     assert sorted(ids) == sorted(f"r{i}" for i in range(12)) and len(ids) == 12
     assert all(set(r["results"]["scores"]) == {"cand", "base"} for r in records)
     assert f"{12 - before} judged now" in done.stdout
+
+
+def test_aborting_a_runner_with_its_failure_reports_that_failure_to_every_job(smollm_judge):
+    """The server's recovery path: a runner that failed ends its jobs with the failure (answered
+    500), not as cancelled (which would look like clients that left)."""
+    from ra_lite.parallel_judge import JudgeJob
+
+    outcomes = {}
+    jobs = [JudgeJob(r, JudgeOptions(think_budget=50),
+                     lambda judgment, error, i=i: outcomes.setdefault(i, error))
+            for i, r in enumerate(requests_for(1, "abort"))]
+
+    class Source:
+        def take(self, block):
+            return jobs.pop(0) if jobs else None
+
+    runner = smollm_judge.parallel_runner(2)
+    try:
+        rounds = runner.rounds(Source())
+        next(rounds)                              # both admitted, prompts being evaluated
+        failure = RuntimeError("llama.cpp went away")
+        runner.abort(failure)
+    finally:
+        runner.close()
+    assert outcomes == {0: failure, 1: failure}

@@ -9,8 +9,8 @@ import os
 import numpy as np
 import pytest
 
-from ra_lite.runtime.prefix_state import (KVLayout, PrefixStateCache, default_cache_dir,
-                                          model_sha256)
+from ra_lite.file_hash import remembered_sha256
+from ra_lite.runtime.prefix_state import KVLayout, PrefixStateCache, default_cache_dir
 from tests.support.random_gguf import write_random_gguf
 
 PREFIX = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12] * 3     # 36 tokens
@@ -177,18 +177,18 @@ def test_size_cap_evicts_least_recently_used(random_gguf, tmp_path):
 
 def test_model_hash_is_computed_once_per_file_version(random_gguf, tmp_path):
     directory = tmp_path / "cache"
-    sha = model_sha256(random_gguf, directory)
+    sha = remembered_sha256(random_gguf, directory)
     import hashlib
 
     assert sha == hashlib.sha256(random_gguf.read_bytes()).hexdigest()
-    record = next((directory / "models").glob("*.json"))
+    record = next(directory.glob("*.json"))
     saved = json.loads(record.read_text())
     record.write_text(json.dumps({**saved, "sha256": "f" * 64}))
-    assert model_sha256(random_gguf, directory) == "f" * 64      # trusted: not hashed again
+    assert remembered_sha256(random_gguf, directory) == "f" * 64      # trusted: not hashed again
     st = random_gguf.stat()
     os.utime(random_gguf, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
     try:
-        assert model_sha256(random_gguf, directory) == sha       # touched: hashed again
+        assert remembered_sha256(random_gguf, directory) == sha       # touched: hashed again
     finally:
         os.utime(random_gguf, ns=(st.st_atime_ns, st.st_mtime_ns))
 
@@ -224,8 +224,11 @@ def test_judgment_after_restore_equals_one_after_a_fresh_prefill(random_gguf):
     assert event == "" and len(prefix) > 20
     assert not default_cache_dir().exists()          # disabled: nothing read or written
 
+    # Every judgment attaches the prefix sequence's cells (prompt_reused); what the prompt
+    # cache changes is how those cells got there: prefilled and stored, or restored.
+    assert uncached.tokens.prompt_reused == len(prefix)
     first, event, _, notices = judge_once(random_gguf)
-    assert event == "stored" and first.tokens.prompt_reused == 0
+    assert event == "stored" and first.tokens.prompt_reused == len(prefix)
     assert any("stored" in n for n in notices)
     assert len(list(default_cache_dir().glob("*.kvstate"))) == 1
     same_judgment(uncached, first)

@@ -46,14 +46,20 @@ def test_injected_principle_is_also_plain(smollm_judge, tokenizer):
 
 
 def test_the_judge_uses_the_safe_tokenization(smollm_judge, tokenizer):
-    engine = smollm_judge.backend.engine
+    backend = smollm_judge.backend
     seen = []
-    original = engine.start
-    engine.start = lambda tokens: (seen.append(list(tokens)), original(tokens))[1]
+    original = backend.prepare
+
+    def prepare(*args, **kwargs):
+        prepared = original(*args, **kwargs)
+        seen.append(list(prepared.prompt_tokens))
+        return prepared
+
+    backend.prepare = prepare
     try:
         result = smollm_judge.judge("Be correct.", "What is 2+2?", {"a": INJECTION, "b": "4"},
                                     think_budget=0)
     finally:
-        del engine.start
+        del backend.prepare
     assert set(result.scores) == {"a", "b"}
     assert seen[0].count(tokenizer.special_ids["<|im_start|>"]) == 3

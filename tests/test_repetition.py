@@ -10,10 +10,10 @@ from click.testing import CliRunner
 import ra_lite.cli as cli
 from ra_lite.grammar import parse_answer
 from ra_lite.judge import Judge, JudgeOptions
-from ra_lite.runtime.decode import BUDGET_CLOSE, SamplingSettings, decode
+from ra_lite.runtime.decode import BUDGET_CLOSE, SamplingSettings
 from ra_lite.runtime.repetition import Loop, RepetitionDetector
 from ra_lite.testing import FakeBackend, ascending_answer
-from tests.support.fake_engine import FakeEngine
+from tests.support.fake_engine import FakeEngine, decode
 
 
 def first_detection(tokens, **thresholds):

@@ -1,10 +1,7 @@
 """Many clients at once: every request answered with its own names, in order, one judgment at a
 time, a full queue refused cleanly, and shutdown (in-process and by SIGTERM) finishing queued work."""
 
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +10,7 @@ import pytest
 
 from ra_lite.judge import Judge
 from ra_lite.serve.server import RewardServer, ServerConfig
-from tests.support.api_client import SlowFake, post_json, raw, read_lines, wait_for_line
+from tests.support.api_client import SlowFake, post_json, raw, serve_subprocess, wait_for_line
 
 
 def request_for(i: int) -> dict:
@@ -101,7 +98,6 @@ def test_shutdown_finishes_queued_work_and_then_refuses():
 
 
 SERVE_WITH_FAKE = """
-import sys
 import ra_lite.cli as cli
 from ra_lite.judge import Judge
 from tests.support.api_client import SlowFake
@@ -112,11 +108,7 @@ cli.main(["serve", "--port", "0", "--queue-size", "50"])
 
 def test_sigterm_drains_the_queue_before_exiting(tmp_path):
     """`ra-lite serve` in a subprocess (fake backend behind the real CLI and signal handling)."""
-    proc = subprocess.Popen([sys.executable, "-c", SERVE_WITH_FAKE], cwd=os.getcwd(), text=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        lines = read_lines(proc.stderr)
-        url = wait_for_line(lines, "serving slow-fake on ", 60).split(" on ")[1].split()[0]
+    with serve_subprocess(["-c", SERVE_WITH_FAKE], "serving slow-fake on ") as (proc, lines, url):
         results = {}
         threads = [threading.Thread(target=lambda i=i: results.__setitem__(
             i, post_json(url, "/api/rewardanything", request_for(i)))) for i in range(8)]
@@ -137,10 +129,6 @@ def test_sigterm_drains_the_queue_before_exiting(tmp_path):
         assert all(code == 200 and set(body["results"]["scores"]) == set(request_for(i)["responses"])
                    for i, (code, body, _) in results.items())
         wait_for_line(lines, "stopped (8 jobs done)", 5)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
 
 
 @pytest.mark.slow

@@ -9,11 +9,8 @@ does. The last test runs `ra-lite serve --parallel 4` on the embedded model.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +22,7 @@ from ra_lite.judge import Judge
 from ra_lite.runtime.decode import JudgmentCancelled
 from ra_lite.serve.server import RewardServer, ServerConfig
 from ra_lite.testing import FakeBackend, ascending_answer
-from tests.support.api_client import SlowFake, post_json, raw, read_lines, wait_for_line
+from tests.support.api_client import SlowFake, post_json, raw, serve_subprocess, wait_for_line
 
 STEP_S = 0.01
 
@@ -308,7 +305,6 @@ def test_running_judgments_are_stopped_at_the_drain_deadline(servers, parallel):
 
 
 SERVE_WITH_FAKE = """
-import sys
 import ra_lite.cli as cli
 from ra_lite.judge import Judge
 from tests.test_serve_ops import SteppingFake
@@ -320,11 +316,7 @@ cli.main(["serve", "--port", "0", "--queue-size", "50", "--drain-timeout", "1"])
 
 def test_sigterm_answers_503_after_the_drain_timeout_and_exits(tmp_path):
     """`ra-lite serve` in a subprocess: 12 jobs of 0.2 s each, SIGTERM, a 1 s drain."""
-    proc = subprocess.Popen([sys.executable, "-c", SERVE_WITH_FAKE], cwd=os.getcwd(), text=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        lines = read_lines(proc.stderr)
-        url = wait_for_line(lines, "serving stepping-fake on ", 60).split(" on ")[1].split()[0]
+    with serve_subprocess(["-c", SERVE_WITH_FAKE], "serving stepping-fake on ") as (proc, lines, url):
         with ThreadPoolExecutor(max_workers=12) as pool:
             futures = [pool.submit(post_json, url, "/api/rewardanything", request_for(i))
                        for i in range(12)]
@@ -340,10 +332,6 @@ def test_sigterm_answers_503_after_the_drain_timeout_and_exits(tmp_path):
         assert all("shutting down" in body["detail"] for code, body, _ in replies if code == 503)
         wait_for_line(lines, f"answered 503 at the drain deadline", 5)
         assert refused >= 1
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
 
 
 # --- --parallel ----------------------------------------------------------------------------------
@@ -423,16 +411,9 @@ def test_serve_parallel_option_values(monkeypatch):
 def test_real_serve_parallel_4_answers_60_concurrent_clients(tmp_path):
     """`ra-lite serve --parallel 4` on the embedded model: 60 clients at once, each its own
     answer, and batches in request order."""
-    if not hasattr(Judge, "parallel_runner"):
-        pytest.skip("Judge.parallel_runner has not landed yet")
-    proc = subprocess.Popen([sys.executable, "-m", "ra_lite", "serve", "--port", "0",
-                             "--parallel", "4", "--think-budget", "8", "--n-ctx", "4096",
-                             "--queue-size", "100", "--no-log-requests"],
-                            cwd=os.getcwd(), text=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    try:
-        lines = read_lines(proc.stderr)
-        url = wait_for_line(lines, " on http://", 120).split(" on ")[1].split()[0]
+    args = ["-m", "ra_lite", "serve", "--port", "0", "--parallel", "4", "--think-budget", "8",
+            "--n-ctx", "4096", "--queue-size", "100", "--no-log-requests"]
+    with serve_subprocess(args, timeout=120) as (proc, lines, url):
         singles = [request_for(i) for i in range(56)]
         batches = [[request_for(100 + 10 * b + i) for i in range(3)] for b in range(4)]
         with ThreadPoolExecutor(max_workers=60) as pool:
@@ -455,7 +436,3 @@ def test_real_serve_parallel_4_answers_60_concurrent_clients(tmp_path):
         assert health["queue"]["parallel"] == 4 and health["queue"]["completed"] == 60
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)

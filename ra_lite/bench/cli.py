@@ -7,45 +7,72 @@ from pathlib import Path
 
 import click
 
+from ra_lite.cli import cache_option, orders_option, repetition_guard_option, speculative_option
+
 
 def run_bench(models: list[str | None], *, reference: str | None = None, data: str = "quick",
               output_dir: str | Path = "bench-results", think_budget: int = 512,
-              temperature: float = 0.0, seed: int = 0, n_ctx: int = 8192,
-              repetition_guard: bool = True, cache_dir=None, progress: bool = True,
-              notify=None, parallel: int | str = "auto") -> dict:
+              think_budgets: list[int] | None = None, temperature: float = 0.0, seed: int = 0,
+              n_ctx: int = 8192, repetition_guard: bool = True, orders: int = 1,
+              speculative: bool = False, use_cache: bool = True, cache_dir=None,
+              progress: bool = True, notify=None, parallel: int | str = "auto") -> dict:
     """Judge `data` with every model (and the reference), write the report, return it as a dict.
 
-    models: GGUF references; None is the embedded smoke-test model. Results are cached per
-    (model sha256, settings, item), so an interrupted run resumes and a new quant can be measured
-    against a reference without judging the reference again.
+    models: GGUF references; None is the embedded smoke-test model. Judgments are kept in the
+    judgment cache (ra_lite.judgment_cache; cache_dir: another directory for it) keyed by the
+    model's sha256, the settings and each item's request, so an interrupted run resumes and a
+    new quant is measured against a reference without judging the reference again.
+    orders: judge every item under K response orders (ra_lite.orders) and report how
+    consistent each model's verdicts are, and how much consistency a quant lost.
+    think_budgets: also judge at each of these budgets and report accuracy, agreement with the
+    reference at the largest one and seconds per judgment for each (the main tables are then
+    at the largest budget).
     """
-    from ra_lite.bench.cache import BenchSettings, ResultCache
-    from ra_lite.bench.report import build_report, model_section, write_outputs
+    from ra_lite.bench.report import build_report, model_section, sweep_row, write_outputs
     from ra_lite.bench.run import agreement, evaluate_model, load_bench_items
-    from ra_lite.model_ref import ra_lite_home
+    from ra_lite.bench.settings import BenchSettings
+    from ra_lite.judgment_cache import JudgmentCache
 
     notify = notify or (lambda message: print(f"ra-lite: {message}", file=sys.stderr))
-    settings = BenchSettings(think_budget=think_budget, temperature=temperature, seed=seed,
-                             n_ctx=n_ctx, repetition_guard=repetition_guard)
-    cache = ResultCache(Path(cache_dir) if cache_dir else ra_lite_home() / "bench-cache")
-    loaded = load_bench_items(data, notify)
-    items = loaded.items
-    bar = _progress_bar if progress else None
-    sections = []
-    ref = None
-    if reference is not None:
-        # The reference is replayed through itself too: KLD compares replay with replay.
-        ref = evaluate_model(reference, items, settings, cache, is_reference=True, notify=notify,
-                             progress=bar, parallel=parallel)
-        sections.append(model_section(ref, items, "reference", agreement(ref, ref, items)))
-    for model in models:
-        result = evaluate_model(model, items, settings, cache, reference=ref, notify=notify,
-                                progress=bar, parallel=parallel)
-        if ref is not None and result.sha256 == ref.sha256:
-            continue            # the reference itself, already reported
-        sections.append(model_section(result, items, "model",
-                                      agreement(result, ref, items) if ref else None))
-    report = build_report(sections, items, loaded.source, loaded.problems, settings)
+    budgets = sorted(set(think_budgets)) if think_budgets else [think_budget]
+    settings = BenchSettings(think_budget=budgets[-1], temperature=temperature, seed=seed,
+                             n_ctx=n_ctx, repetition_guard=repetition_guard, orders=orders,
+                             speculative=speculative)
+    settings.options()                         # bad values fail before any model loads
+    cache = None
+    if use_cache:
+        cache = JudgmentCache(Path(cache_dir) / "judgments.sqlite3" if cache_dir else None,
+                              notify=notify)
+    try:
+        loaded = load_bench_items(data, notify)
+        items = loaded.items
+        bar = _progress_bar if progress else None
+
+        def evaluate(model, budget, **kw):
+            return evaluate_model(model, items, settings.with_budget(budget), cache,
+                                  notify=notify, progress=bar, parallel=parallel, **kw)
+
+        sweep: list[dict] = []
+        sections = []
+        ref = evaluate(reference, budgets[-1], is_reference=True) if reference else None
+        if ref is not None:
+            # The reference is replayed through itself too: KLD compares replay with replay.
+            sections.append(model_section(ref, items, "reference", agreement(ref, ref, items), ref))
+        for model in models:
+            result = evaluate(model, budgets[-1], reference=ref)
+            if ref is not None and result.sha256 == ref.sha256:
+                continue            # the reference itself, already reported
+            sections.append(model_section(result, items, "model",
+                                          agreement(result, ref, items) if ref else None, ref))
+        if len(budgets) > 1:
+            for model in ([reference] if reference else []) + list(models):
+                for budget in budgets:
+                    result = evaluate(model, budget)
+                    sweep.append(sweep_row(result, items, budget, ref, agreement))
+        report = build_report(sections, items, loaded.source, loaded.problems, settings, sweep)
+    finally:
+        if cache is not None:
+            cache.close()
     written = write_outputs(report, Path(output_dir))
     notify("wrote " + ", ".join(str(p) for p in written))
     if not any(p.name == "plot.png" for p in written):
@@ -70,24 +97,39 @@ def _progress_bar(total, label, count_tokens=True):
 @click.option("--output-dir", "-o", default="bench-results", show_default=True,
               type=click.Path(file_okay=False))
 @click.option("--think-budget", type=int, default=512, show_default=True)
+@click.option("--think-budgets", default=None, metavar="B1,B2,...",
+              help="Also judge at each of these budgets (e.g. 0,256,1024): accuracy, agreement "
+                   "with the reference at the largest and seconds per judgment for each.")
 @click.option("--temperature", type=float, default=0.0, show_default=True,
               help="0 = greedy, so quants differ by their weights, not by sampling.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--n-ctx", type=int, default=8192, show_default=True)
-@click.option("--repetition-guard/--no-repetition-guard", default=True, show_default=True,
-              help="Close reasoning that loops (a span repeated back to back) early.")
+@repetition_guard_option
+@orders_option
+@speculative_option
+@cache_option(default=True)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.option("--parallel", default="auto", show_default=True,
               help="Judgments decoded at once per model: auto, 1, or N (results are cached "
                    "the same way).")
-def bench_command(models, reference, data, output_dir, think_budget, temperature, seed, n_ctx,
-                  repetition_guard, progress, parallel):
+def bench_command(models, reference, data, output_dir, think_budget, think_budgets, temperature,
+                  seed, n_ctx, repetition_guard, orders, speculative, use_cache, progress,
+                  parallel):
     """Run mini-RABench and report accuracy (and, with --reference, what each quant lost)."""
     from ra_lite.bench.report import markdown
+    from ra_lite.errors import RaLiteError
 
+    budgets = None
+    if think_budgets:
+        try:
+            budgets = [int(b) for b in think_budgets.split(",") if b.strip()]
+        except ValueError:
+            raise RaLiteError(f"--think-budgets {think_budgets!r} is not a list of numbers",
+                              "write e.g. --think-budgets 0,256,1024") from None
     report = run_bench(list(models) or [None], reference=reference, data=data,
-                       output_dir=output_dir, think_budget=think_budget,
+                       output_dir=output_dir, think_budget=think_budget, think_budgets=budgets,
                        temperature=temperature, seed=seed, n_ctx=n_ctx,
-                       repetition_guard=repetition_guard, progress=progress,
+                       repetition_guard=repetition_guard, orders=orders,
+                       speculative=speculative, use_cache=use_cache, progress=progress,
                        parallel=parallel)
     click.echo(markdown(report))

@@ -9,13 +9,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ra_lite.bench import metrics
-from ra_lite.bench.cache import BenchSettings
+from ra_lite.bench.settings import BenchSettings
 from ra_lite.bench.dataset import BenchItem
-from ra_lite.bench.run import Agreement, ModelResults, item_results
+from ra_lite.bench.run import (Agreement, ModelResults, item_results, mean_seconds,
+                               mean_think_tokens, order_consistency)
 
 
 def model_section(model: ModelResults, items: list[BenchItem], role: str,
-                  agreement: Agreement | None) -> dict:
+                  agreement: Agreement | None, reference: ModelResults | None = None) -> dict:
     results = item_results(model, items)
     summary = metrics.aggregate(results, by=("category", "domain", "tags"))
     predictions = []
@@ -45,7 +46,34 @@ def model_section(model: ModelResults, items: list[BenchItem], role: str,
     }
     if agreement is not None:
         section["agreement_with_reference"] = agreement.to_dict()
+    consistency = order_consistency(model, items)
+    if consistency is not None:
+        official = metrics.aggregate(item_results(model, items, official_order=True))
+        consistency["official_order_aggregates"] = official.overall.to_dict()
+        ref = order_consistency(reference, items) if reference is not None else None
+        if ref is not None and ref["pairwise_agreement"] is not None:
+            # What the quant lost: the reference's consistency minus this model's.
+            consistency["pairwise_agreement_lost"] = \
+                ref["pairwise_agreement"] - consistency["pairwise_agreement"]
+            consistency["top1_agreement_lost"] = \
+                ref["top1_agreement"] - consistency["top1_agreement"]
+        section["order_consistency"] = consistency
+    section["mean_seconds_per_judgment"] = mean_seconds(model, items)
+    section["mean_think_tokens"] = mean_think_tokens(model, items)
     return section
+
+
+def sweep_row(model: ModelResults, items: list[BenchItem], think_budget: int,
+              versus: ModelResults | None, agreement) -> dict:
+    """One (model, think budget) row of the budget sweep: accuracy, time, and agreement with
+    the reference at the sweep's largest budget (what a shorter budget costs)."""
+    summary = metrics.aggregate(item_results(model, items))
+    return {"label": model.label, "sha256": model.sha256, "think_budget": think_budget,
+            "aggregates": summary.overall.to_dict(),
+            "mean_seconds_per_judgment": mean_seconds(model, items),
+            "mean_think_tokens": mean_think_tokens(model, items),
+            "agreement_with_reference_at_max_budget":
+                agreement(model, versus, items).pairwise_agreement if versus else None}
 
 
 def think_end_counts(predictions: list[dict]) -> dict[str, int]:
@@ -59,7 +87,8 @@ def think_end_counts(predictions: list[dict]) -> dict[str, int]:
 
 
 def build_report(sections: list[dict], items: list[BenchItem], data_source: str,
-                 problems: list, settings: BenchSettings) -> dict:
+                 problems: list, settings: BenchSettings, sweep: list[dict] | None = None
+                 ) -> dict:
     import llama_cpp
 
     from ra_lite import __version__
@@ -73,6 +102,7 @@ def build_report(sections: list[dict], items: list[BenchItem], data_source: str,
                  "skipped_lines": [{"line": p.line, "message": p.message} for p in problems]},
         "settings": settings.to_dict(),
         "models": sections,
+        **({"budget_sweep": sweep} if sweep else {}),
     }
 
 
@@ -126,6 +156,34 @@ def markdown(report: dict) -> str:
             by = m["agreement_with_reference"]["by_category"]
             lines.append(f"| {m['label']} | " +
                          " | ".join(_f(by.get(c, {}).get("mean_kld"), 5) for c in categories) + " |")
+    ordered = [m for m in report["models"] if m.get("order_consistency")]
+    if ordered:
+        lines += ["", f"Order consistency ({s.get('orders', 1)} response orders per item; "
+                      "accuracy from the aggregated verdict vs the official order alone):", "",
+                  "| model | pairs ordered alike % | same winner % | items whose winner changed % "
+                  "| mean score spread | pairwise acc % (aggregated) | pairwise acc % (official "
+                  "order) | pair consistency lost vs ref (points) |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for m in ordered:
+            c = m["order_consistency"]
+            lost = c.get("pairwise_agreement_lost")
+            lines.append(
+                f"| {m['label']} | {_pct(c['pairwise_agreement'])} | {_pct(c['top1_agreement'])} "
+                f"| {_pct(c['items_with_a_changed_winner'])} | {_f(c['mean_score_spread'], 2)} | "
+                f"{_pct(m['aggregates']['pairwise_accuracy'])} | "
+                f"{_pct(c['official_order_aggregates']['pairwise_accuracy'])} | "
+                f"{'–' if lost is None else f'{100 * lost:+.1f}'} |")
+    if report.get("budget_sweep"):
+        lines += ["", "Think budget sweep (agreement: with the reference at the largest budget):",
+                  "", "| model | think budget | valid % | pairwise acc % | agree w/ ref % | "
+                      "mean think tokens | s / judgment |", "|---|---|---|---|---|---|---|"]
+        for row in report["budget_sweep"]:
+            a = row["aggregates"]
+            lines.append(f"| {row['label']} | {row['think_budget']} | {_pct(a['valid_rate'])} | "
+                         f"{_pct(a['pairwise_accuracy'])} | "
+                         f"{_pct(row['agreement_with_reference_at_max_budget'])} | "
+                         f"{_f(row['mean_think_tokens'], 0)} | "
+                         f"{_f(row['mean_seconds_per_judgment'], 2)} |")
     if any(m["embedded_smoke_test_model"] for m in report["models"]):
         lines += ["", "Note: the embedded SmolLM2-135M model is a smoke-test model, not a judge; "
                       "its accuracy says nothing about RewardAnything."]
@@ -145,8 +203,9 @@ def plot(report: dict, path: Path) -> bool:
     models = report["models"]
     categories = sorted({c for m in models for c in m["by_category"]})
     has_ref = any(m.get("agreement_with_reference") for m in models)
-    fig, axes = plt.subplots(1, 2 if has_ref else 1, figsize=(13 if has_ref else 7, 4.5),
-                             squeeze=False)
+    sweep = report.get("budget_sweep") or []
+    panels = 1 + has_ref + bool(sweep)
+    fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.5), squeeze=False)
     width = 0.8 / max(len(models), 1)
     x = np.arange(len(categories) + 1)
     labels = ["overall", *categories]
@@ -164,8 +223,23 @@ def plot(report: dict, path: Path) -> bool:
             values = [g["mean_kld"]] + [g["by_category"].get(c, {}).get("mean_kld") for c in categories]
             axes[0][1].bar(x + i * width, [v or 0 for v in values], width, label=m["label"])
         axes[0][1].set_title("mean KL(reference ‖ model) at score positions (nats)")
-    for ax in axes[0]:
+    for ax in axes[0][:1 + has_ref]:
         ax.set_xticks(x + width * (len(models) - 1) / 2, labels, rotation=20)
+        ax.legend(fontsize=7)
+    if sweep:
+        # The budget's trade-off as the quant's: accuracy against seconds per judgment.
+        ax = axes[0][-1]
+        for label in dict.fromkeys(row["label"] for row in sweep):
+            rows = sorted((r for r in sweep if r["label"] == label),
+                          key=lambda r: r["think_budget"])
+            xs = [r["mean_seconds_per_judgment"] or 0 for r in rows]
+            ys = [100 * (r["aggregates"]["pairwise_accuracy"] or 0) for r in rows]
+            ax.plot(xs, ys, marker="o", label=label)
+            for r, xv, yv in zip(rows, xs, ys):
+                ax.annotate(str(r["think_budget"]), (xv, yv), fontsize=7,
+                            textcoords="offset points", xytext=(3, 3))
+        ax.set_xlabel("seconds per judgment")
+        ax.set_title("pairwise accuracy (%) by think budget")
         ax.legend(fontsize=7)
     fig.suptitle(f"mini-RABench ({report['data']['source']}, {report['data']['n_items']} items)")
     fig.tight_layout()

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ra_lite.bench.cache import BenchSettings, ResultCache
+from ra_lite.bench.settings import BenchSettings
 from ra_lite.bench.dataset import BenchItem, LoadResult, load_items
 from ra_lite.bench import metrics
 from ra_lite.errors import RaLiteError
@@ -70,24 +70,27 @@ def _mean(values: list[float]) -> float:
 
 
 def evaluate_model(model: str | None, items: list[BenchItem], settings: BenchSettings,
-                   cache: ResultCache, *, reference: ModelResults | None = None,
+                   cache, *, reference: ModelResults | None = None,
                    is_reference: bool = False, notify: Callable[[str], None] = print,
                    progress: Callable | None = None, parallel: int | str = "auto"
                    ) -> ModelResults:
     """Judge (or read from the cache) every item; with `reference`, also replay its outputs.
 
+    cache: a ra_lite.judgment_cache.JudgmentCache, or None (judge everything, keep nothing).
     parallel: judgments decoded at once (see Judge.judge_many); replays stay sequential.
-
     is_reference: replay this model's own outputs through itself (the other side of the KLD),
-    in the same model load.
+    in the same model load. The model is loaded only if something is not cached.
     """
+    from ra_lite.file_hash import remembered_sha256
+    from ra_lite.judgment_cache import ModelCache
     from ra_lite.pull import resolve_model
     from ra_lite.runtime.gguf_info import read_gguf_info
 
     path, embedded = resolve_model(model)
     info = read_gguf_info(path)
     info.require_causal_lm()
-    sha = cache.model_sha256(path)
+    sha = remembered_sha256(path)
+    store = ModelCache(cache, sha) if cache is not None else None
     results = ModelResults(label=path.name, path=str(path), sha256=sha, quant=info.quant,
                            size_bytes=info.size_bytes, embedded=embedded, records={})
     judge = None
@@ -100,32 +103,43 @@ def evaluate_model(model: str | None, items: list[BenchItem], settings: BenchSet
             judge = load(path, n_ctx=settings.n_ctx, notify=notify)
         return judge
 
-    options = _options(settings)
+    options = settings.options()
     todo = []
     for item in items:
-        cached = cache.get_judgment(sha, settings, item.id)
+        cached = store.lookup(item_request(item), options) if store is not None else None
         if cached is None:
             todo.append(item)
         else:
-            results.records[item.id] = cached
+            results.records[item.id] = _record(item.id, cached)
     reporter = progress(len(todo), f"judging with {path.name}") if progress and todo else None
-    for item, judgment, error in _judged(loaded, todo, options, parallel):
-        if error is None:
-            results.records[item.id] = cache.put_judgment(sha, settings, item.id, judgment)
-        else:    # e.g. an item too long for the context: invalid, recorded
-            results.records[item.id] = cache.put_judgment(sha, settings, item.id, None,
-                                                          error.one_line())
+    try:
+        for item, judgment, error in _judged(loaded, todo, options, parallel):
+            if error is None and store is not None:
+                store.store(item_request(item), options, judgment)
+            # An error (e.g. an item too long for the context) is recorded as invalid; it
+            # depends on the context size, so it is not cached.
+            results.records[item.id] = _record(item.id, judgment, error)
+            if reporter is not None:
+                reporter.update(judgment)
+    finally:             # an interrupted run still closes its progress bar
         if reporter is not None:
-            reporter.update(judgment)
-    if reporter is not None:
-        reporter.close()
+            reporter.close()
     if is_reference:
         reference = results
     if reference is not None:
-        _replay_reference(results, reference, items, settings, cache, loaded, progress)
+        _replay_reference(results, reference, items, settings, store, loaded, progress)
     if judge is not None:
         judge.close()
     return results
+
+
+def item_request(item: BenchItem) -> JudgeRequest:
+    return JudgeRequest.create(item.principle, item.prompt, item.responses)
+
+
+def _record(item_id: str, judgment: Judgment | None, error=None) -> dict:
+    return {"id": item_id, "judgment": judgment.to_record() if judgment is not None else None,
+            "error": error.one_line() if error is not None else None}
 
 
 def _judged(loaded, todo: list[BenchItem], options, parallel):
@@ -136,28 +150,21 @@ def _judged(loaded, todo: list[BenchItem], options, parallel):
 
     judge = loaded()
     slots = resolve_parallel(judge, parallel, options)
-    requests = [JudgeRequest.create(i.principle, i.prompt, i.responses) for i in todo]
-    for outcome in judge_each(judge, requests, options, slots):
-        if outcome.error is not None and not isinstance(outcome.error, RaLiteError):
-            raise outcome.error
+    for outcome in judge_each(judge, [item_request(i) for i in todo], options, slots):
         yield todo[outcome.index], outcome.judgment, outcome.error
 
 
-def _options(settings: BenchSettings):
-    from ra_lite.judge import JudgeOptions
-
-    return JudgeOptions(think_budget=settings.think_budget, temperature=settings.temperature,
-                        top_p=settings.top_p, seed=settings.seed,
-                        repetition_guard=settings.repetition_guard)
-
-
 def _replay_reference(results: ModelResults, reference: ModelResults, items: list[BenchItem],
-                      settings: BenchSettings, cache: ResultCache, loaded, progress) -> None:
+                      settings: BenchSettings, store, loaded, progress) -> None:
+    """Teacher-force the reference's official-order output through this model (cached as a
+    replay of that reference's output)."""
+    options = settings.options()
     todo = []
     for item in items:
         if reference.judgment(item.id) is None:
             continue
-        cached = cache.get_replay(results.sha256, settings, reference.sha256, item.id)
+        cached = store.lookup_replay(item_request(item), options, reference.sha256) \
+            if store is not None else None
         if cached is None:
             todo.append(item)
         else:
@@ -165,20 +172,27 @@ def _replay_reference(results: ModelResults, reference: ModelResults, items: lis
     reporter = progress(len(todo), f"replaying reference through {results.label}",
                         count_tokens=False) if progress and todo else None
     for item in todo:
-        request = JudgeRequest.create(item.principle, item.prompt, item.responses)
-        replayed = loaded().replay(request, reference.judgment(item.id), _options(settings))
-        results.replays[item.id] = cache.put_replay(results.sha256, settings, reference.sha256,
-                                                    item.id, replayed.score_probabilities or {})
+        replayed = loaded().replay(item_request(item), reference.judgment(item.id), options)
+        record = {"id": item.id, "score_probabilities": replayed.score_probabilities or {}}
+        if store is not None:
+            store.store_replay(item_request(item), options, reference.sha256, record)
+        results.replays[item.id] = record
         if reporter is not None:
             reporter.update()
     if reporter is not None:
         reporter.close()
 
 
-def item_results(model: ModelResults, items: list[BenchItem]) -> list[metrics.ItemResult]:
+def item_results(model: ModelResults, items: list[BenchItem], official_order: bool = False
+                 ) -> list[metrics.ItemResult]:
+    """Each item's metrics against the ground truth: of the (aggregated) verdict, or with
+    official_order, of the verdict under the official order alone (order 1 of a multi-order
+    judgment: what --orders 1 would have answered, the same request and seed)."""
     out = []
     for item in items:
         judgment = model.judgment(item.id)
+        if official_order and judgment is not None and judgment.orders:
+            judgment = judgment.orders[0]
         scored = metrics.score_item(item.scores, judgment.scores if judgment else None,
                                     judgment.ranking if judgment else None)
         out.append(metrics.ItemResult(item.id, item.category, item.domain, scored,
@@ -238,3 +252,34 @@ def load_bench_items(data: str, notify: Callable[[str], None]) -> LoadResult:
     if not loaded.items:
         raise RaLiteError(f"no usable items in {data}", "fix the lines reported above")
     return loaded
+
+
+def order_consistency(model: ModelResults, items: list[BenchItem]) -> dict | None:
+    """Mean order consistency over the items judged under several orders (None if none were)."""
+    rows = [j.consistency for j in (model.judgment(i.id) for i in items)
+            if j is not None and j.consistency is not None]
+    if not rows:
+        return None
+    return {
+        "n_items": len(rows), "orders": rows[0].n_orders,
+        "pairwise_agreement": _mean([r.pairwise_agreement for r in rows
+                                     if r.pairwise_agreement is not None]),
+        "top1_agreement": _mean([r.top1_agreement for r in rows]),
+        "mean_score_spread": _mean([sum(r.score_spread.values()) / len(r.score_spread)
+                                    for r in rows]),
+        "items_with_a_changed_winner": sum(r.top1_agreement < 1 for r in rows) / len(rows),
+    }
+
+
+def mean_seconds(model: ModelResults, items: list[BenchItem]) -> float:
+    """Mean wall time of one judgment (all its orders), as measured when it was judged."""
+    return _mean([j.timings.total_s for j in (model.judgment(i.id) for i in items) if j])
+
+
+def mean_think_tokens(model: ModelResults, items: list[BenchItem]) -> float:
+    """Mean reasoning tokens per verdict (per order, for multi-order judgments)."""
+    values = []
+    for judgment in (model.judgment(i.id) for i in items):
+        if judgment is not None:
+            values.append(judgment.tokens.think / max(len(judgment.orders or [judgment]), 1))
+    return _mean(values)

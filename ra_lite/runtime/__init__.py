@@ -7,11 +7,13 @@ Modules, in import order (each imports only those above it, never the reverse):
     offload         how many layers fit the GPU, the offload decision, retry on OOM
     prompt_tokens   prompt tokenization that keeps message contents out of control tokens
     repetition      detects reasoning that loops (a span repeated back to back)
+    drafts          n-gram drafts for speculative reasoning
     decode          the constrained judgment decoder (a step generator, engine-agnostic)
     prefix_state    the shared prompt prefix's KV state saved across processes (prompt cache)
-    engine          one loaded model + one llama.cpp context
-    scheduler       continuous batching of many judgments' step generators in slots (pure logic)
-    multi_engine    a multi-sequence llama.cpp context on an engine's loaded model, for scheduler
+    scheduler       continuous batching of judgments' step generators in slots (pure logic):
+                    the one driver of every local judgment, speculative verification included
+    multi_engine    the multi-sequence llama.cpp context the scheduler drives
+    engine          one loaded model + its one multi-sequence context and scheduler
 
 Nothing here runs on import; llama_cpp is imported only when a model is loaded.
 """

@@ -17,11 +17,18 @@ the same choice points, which is how mini-RABench measures a quant's damage.
 
 The decoder is written as a *step generator* (`judgment_steps`): it never evaluates anything
 itself, it yields what it needs next (`Start` a prompt, `Sample` a token, `ReadLogits` at a choice)
-and is sent the answer. `decode()` drives it on one engine, one step at a time; the parallel
-scheduler drives many of them in shared llama_decode batches. Both therefore produce judgments
-by exactly the same rules. Tokens a step carries in `feed` are appended to the sequence and
-evaluated before the step's own read, which is how forced spans and sampled tokens reach the
-KV cache without a call of their own.
+and is sent the answer. The slot scheduler (scheduler.py) drives every judgment, one or many at
+once, in shared llama_decode batches, so all judgments follow exactly the same rules. Tokens a
+step carries in `feed` are appended to the sequence and evaluated before the step's own read,
+which is how forced spans and sampled tokens reach the KV cache without a call of their own.
+
+Speculative reasoning (`speculative=True`): each reasoning Sample may carry a draft, the tokens
+that followed the latest earlier occurrence of the last few tokens in the prompt or the
+reasoning so far (drafts.py). The driver verifies the draft in the same batch and answers with
+every token it sampled, 1 to len(draft) + 1 of them; the generator takes them one by one through
+exactly the checks a single token gets (the think budget, `</think>`, end of generation, the
+repetition guard, streaming), so the reasoning is the same token sequence the plain path would
+produce from the same samples, and stops where it would.
 """
 
 from __future__ import annotations
@@ -41,6 +48,16 @@ BUDGET_CLOSE = "\n" + THINK_CLOSE + "\n\n"
 AFTER_THINK = "\n\n"
 
 
+def common_prefix_length(a, b) -> int:
+    """How many leading tokens two sequences share (KV reuse is decided by it)."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 class Vocabulary(Protocol):
     """The text side of a model, which the step generator calls directly (no evaluation)."""
 
@@ -48,15 +65,6 @@ class Vocabulary(Protocol):
     def piece(self, token: int) -> bytes: ...                 # the token's bytes
     def is_end_of_generation(self, token: int) -> bool: ...
     def single_token(self, text: str) -> int | None: ...      # id if `text` is one special token
-
-
-class Engine(Vocabulary, Protocol):
-    """One sequence on a model runtime (LlamaEngine; fakes in tests): what `decode` drives."""
-
-    def start(self, prompt_tokens: list[int]) -> int: ...     # eval prompt, return tokens reused
-    def feed(self, tokens: list[int]) -> None: ...            # append and evaluate
-    def logits(self, token_ids: list[int]) -> np.ndarray: ... # last position, these ids only
-    def sample(self) -> int: ...                              # native sampler, last position
 
 
 # --- the steps a judgment asks its driver for ---------------------------------------------------
@@ -70,10 +78,17 @@ class Start:
 
 @dataclass
 class Sample:
-    """Append and evaluate `feed`, then sample one token at the last position with the
-    judgment's native sampler chain. Answer: the token id."""
+    """Append and evaluate `feed`, then sample at the last position with the judgment's native
+    sampler chain. Answer: the sampled token ids, a list.
+
+    draft: tokens expected next. A driver may verify them (evaluate them after `feed`, sample
+    their rows in order, stop at the first sample that is not the draft's token) and answer
+    with every token it sampled; it sets `verified` to how many draft tokens it evaluated (0
+    when it ignored the draft: the answer is then one token)."""
 
     feed: list[int]
+    draft: list[int] = field(default_factory=list)
+    verified: int = 0
 
 
 @dataclass
@@ -143,6 +158,7 @@ class DecodeResult:
     answer_tokens: int
     answer_tokens_evaluated: int
     timings: dict[str, float] = field(default_factory=dict)
+    speculative: dict[str, int] | None = None   # drafted, accepted, steps (None: off)
 
     @property
     def think_closed_by_model(self) -> bool:
@@ -263,66 +279,22 @@ def _picker(settings: SamplingSettings, rng: np.random.Generator):
     return pick
 
 
-def decode(engine: Engine, prompt_tokens: list[int], masked_names: list[str], *,
-           think_budget: int, prompt_opens_think: bool = False,
-           settings: SamplingSettings | None = None,
-           forcing: Forcing | None = None,
-           on_reasoning: ReasoningListener | None = None,
-           repetition_guard: bool = True) -> DecodeResult:
-    """Generate one valid judgment (or replay `forcing`) after `prompt_tokens` on one engine.
-
-    think_budget: max tokens inside <think>; 0 turns thinking off (the prompt must then already
-    close or skip the block). prompt_opens_think: the chat template already emitted "<think>".
-    """
-    steps = judgment_steps(engine, prompt_tokens, masked_names, think_budget=think_budget,
-                           prompt_opens_think=prompt_opens_think, settings=settings,
-                           forcing=forcing, on_reasoning=on_reasoning,
-                           repetition_guard=repetition_guard)
-    return drive(engine, steps)
-
-
 class JudgmentCancelled(Exception):
     """The judgment's requester went away (e.g. a server client disconnected); its work stops
     between two steps. Not a user error: nobody is left to read a message."""
 
 
-def drive(engine: Engine, steps, cancelled=None) -> DecodeResult:
-    """Run a step generator on one sequence of `engine`, one step at a time.
-
-    cancelled: a callable checked before each step; when it returns True the generator is
-    closed and JudgmentCancelled raised.
-    """
-    answer = None
-    while True:
-        if cancelled is not None and cancelled():
-            steps.close()
-            raise JudgmentCancelled()
-        try:
-            step = steps.send(answer)
-        except StopIteration as done:
-            return done.value
-        answer = perform(engine, step)
-
-
-def perform(engine: Engine, step: Step):
-    if isinstance(step, Start):
-        return engine.start(step.tokens)
-    if step.feed:
-        engine.feed(step.feed)
-    if isinstance(step, Sample):
-        return engine.sample()
-    return engine.logits(step.token_ids)
-
-
 def judgment_steps(vocab: Vocabulary, prompt_tokens: list[int], masked_names: list[str], *,
                    think_budget: int, prompt_opens_think: bool = False,
                    settings: SamplingSettings | None = None, forcing: Forcing | None = None,
-                   on_reasoning: ReasoningListener | None = None, repetition_guard: bool = True):
+                   on_reasoning: ReasoningListener | None = None, repetition_guard: bool = True,
+                   speculative: bool = False):
     """The judgment as a generator of steps (see the module docstring); returns a DecodeResult.
 
     on_reasoning(text, tokens_so_far, budget) is called for every reasoning token as sampled.
     repetition_guard: close the reasoning early (think_end "repetition") once it has fallen into
     an exact loop (ra_lite.runtime.repetition); the steps themselves are the same either way.
+    speculative: draft reasoning tokens by n-gram lookup for the driver to verify (module doc).
     """
     settings = settings or SamplingSettings()
     rng = np.random.default_rng(settings.seed)
@@ -332,12 +304,17 @@ def judgment_steps(vocab: Vocabulary, prompt_tokens: list[int], masked_names: li
 
     out = _Emitter(vocab)
     reasoning, think_tokens, closing, think_end = "", [], "", "off"
+    drafts = None
     if think_budget > 0:
         if not prompt_opens_think:
             out.force(THINK_OPEN + "\n")
         out.finish()
+        if speculative and forcing is None:
+            from ra_lite.runtime.drafts import NgramDrafter
+
+            drafts = NgramDrafter(prompt_tokens)
         reasoning, think_tokens, closing, think_end = yield from _think(
-            vocab, out, think_budget, forcing, on_reasoning, repetition_guard)
+            vocab, out, think_budget, forcing, on_reasoning, repetition_guard, drafts)
     thought = time.perf_counter()
 
     grammar = AnswerGrammar(masked_names)
@@ -363,6 +340,7 @@ def judgment_steps(vocab: Vocabulary, prompt_tokens: list[int], masked_names: li
         answer_tokens_evaluated=out.tokens_evaluated,
         timings={"prefill_s": prefilled - started, "think_s": thought - prefilled,
                  "answer_s": done - thought, "total_s": done - started},
+        speculative=drafts.counts() if drafts is not None else None,
     )
 
 
@@ -378,7 +356,7 @@ def _replay_target(step: Choice, forcing: Forcing) -> str:
 
 
 def _think(vocab: Vocabulary, out: _Emitter, budget: int, forcing: Forcing | None,
-           on_reasoning: ReasoningListener | None, repetition_guard: bool = True):
+           on_reasoning: ReasoningListener | None, repetition_guard: bool = True, drafts=None):
     """Free-running reasoning (a step generator). Returns (reasoning, content tokens, closing
     text, why it ended).
 
@@ -394,14 +372,15 @@ def _think(vocab: Vocabulary, out: _Emitter, budget: int, forcing: Forcing | Non
         end = "replayed"
     else:
         tokens, text, closing, reasoning, end = yield from _sample_thought(
-            vocab, out, budget, on_reasoning, repetition_guard)
+            vocab, out, budget, on_reasoning, repetition_guard, drafts)
     out.text_parts.append(text.decode("utf-8", errors="replace"))
     out.force(closing)
     return reasoning, tokens, closing, end
 
 
 def _sample_thought(vocab: Vocabulary, out: _Emitter, budget: int,
-                    on_reasoning: ReasoningListener | None, repetition_guard: bool = True):
+                    on_reasoning: ReasoningListener | None, repetition_guard: bool = True,
+                    drafts=None):
     close_token = vocab.single_token(THINK_CLOSE)
     loops = RepetitionDetector() if repetition_guard else None
     tag = THINK_CLOSE.encode()
@@ -409,8 +388,16 @@ def _sample_thought(vocab: Vocabulary, out: _Emitter, budget: int,
     text = b""
     # A character may span tokens: listeners get whole characters only.
     utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    sampled: list[int] = []
     while len(tokens) < budget:
-        token = yield Sample(out.take_queue())
+        if not sampled:
+            # A draft never reaches past the budget: every token sampled for it can be used.
+            draft = drafts.propose(budget - len(tokens) - 1) if drafts is not None else []
+            step = Sample(out.take_queue(), draft)
+            sampled = list((yield step))
+            if drafts is not None:
+                drafts.verified(step.verified, len(sampled) - 1)
+        token = sampled.pop(0)
         if token == close_token:
             return tokens, text, THINK_CLOSE + AFTER_THINK, _reasoning_text(text), "model"
         if vocab.is_end_of_generation(token):
@@ -430,6 +417,8 @@ def _sample_thought(vocab: Vocabulary, out: _Emitter, budget: int,
         tokens.append(token)
         text += piece
         out.queue([token])
+        if drafts is not None:
+            drafts.extend(token)
         if on_reasoning is not None:
             on_reasoning(utf8.decode(piece), len(tokens), budget)
         if loops is not None and loops.feed(token) is not None and len(tokens) < budget:

@@ -1,54 +1,77 @@
-"""The llama.cpp runtime behind a local Judge (the only module that imports llama_cpp).
+"""The llama.cpp runtime behind a local Judge (with multi_engine.py, the modules that run
+llama_cpp).
 
-One LlamaEngine holds one loaded model and one context. Successive judgments on it reuse the
-longest shared token prefix already in the KV cache (the chat header and system prompt always;
-the principle too when it repeats), so only the new part of each prompt is evaluated. A fresh
-process restores the shared prefix's KV from the prompt cache (prefix_state.py) instead of
-prefilling it, and stores it after prefilling it once.
+One LlamaEngine holds one loaded model and the one llama.cpp context every judgment on it runs
+in: a multi-sequence context with a unified KV cache (multi_engine.py), driven by the slot
+scheduler (scheduler.py) for one judgment, a judgment under several response orders, or many
+at once. llama-cpp-python's Llama object loads the weights and the vocabulary; its own context is
+made minimal (LOADER_N_CTX cells), since no judgment runs in it, so the KV memory is the one
+context's n_ctx cells, as the offload plan assumes.
+
+Successive judgments reuse the longest shared token prefix already in the KV cache (the chat
+header and system prompt always; the principle too when it repeats): the scheduler keeps a
+finished judgment's cells for the next one. A fresh process restores the shared prefix's KV from
+the prompt cache (prefix_state.py) instead of prefilling it, and stores it after prefilling once.
 """
 
 from __future__ import annotations
 
 import ctypes
 import sys
+import threading
 from pathlib import Path
 
-import numpy as np
-
-from ra_lite.runtime.decode import SamplingSettings
 from ra_lite.errors import RaLiteError
 from ra_lite.runtime.devices import default_threads
 from ra_lite.runtime.gguf_info import GGUFInfo, read_gguf_info
 from ra_lite.runtime.offload import OffloadDecision
 
+# The loader Llama's own context: only its weights and vocabulary are used, so its KV cache and
+# compute buffers are kept tiny (llama.cpp pads a context to 256 cells).
+LOADER_N_CTX, LOADER_N_BATCH = 256, 32
+# Judgment slots the context is made with (plus the prefix sequence); more are made on demand.
+# With a unified KV cache extra sequence ids cost almost nothing (measured: +3 MiB for 17
+# sequences instead of 2 at 8192 cells), so one context serves --parallel up to this and K
+# response orders without being rebuilt.
+DEFAULT_SLOTS = 16
+MAX_SEQUENCES = 256         # llama.cpp's LLAMA_MAX_SEQ
+# Speculative drafts are verified only while at most this many judgments run at once: beside a
+# batch of several slots, the spare compute a draft needs is already used (benchmarks/README.md,
+# "Speculative reasoning").
+DRAFTING_SLOTS_CPU, DRAFTING_SLOTS_GPU = 1, 4
+
 
 class LlamaEngine:
-    """A loaded GGUF model and its context, with the primitives decode.py needs."""
+    """A loaded GGUF model and its one multi-sequence context."""
 
-    def __init__(self, llm, info: GGUFInfo, offload: OffloadDecision, n_threads: int,
+    def __init__(self, llm, sequences, info: GGUFInfo, offload: OffloadDecision, n_threads: int,
                  prompt_cache: bool = True, notify=None):
         import llama_cpp
 
         self._lib = llama_cpp
-        self.llm = llm
+        self.llm = llm                      # weights and vocabulary
+        self.sequences = sequences          # the MultiSequenceContext judgments run in
         self.info = info
         self.offload = offload
         self.n_threads = n_threads
-        self.n_ctx = llm.n_ctx()
+        self.n_ctx = sequences.n_ctx
         self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
         self._pieces: dict[int, bytes] = {}
-        self._sampler = None
         self._prompt_tokenizer = None
         self.prompt_cache = prompt_cache
         self._notify = notify or print_notice
         self._shared_prefix: list[int] = []
-        self._prefix_cache = None          # a PrefixStateCache, made on first use
-        self.prompt_cache_event = ""       # what the prompt cache last did: hit, stored, miss…
+        self._prefix_caches: dict = {}     # KVLayout -> PrefixStateCache, made on first use
+        self._scheduler = None
+        self._lock = threading.Lock()      # one run of the scheduler at a time
+        self._running_in: int | None = None
+        self._attach_prompt_cache(self.sequences)
 
     @classmethod
     def load(cls, path: str | Path, *, n_ctx: int = 8192, n_gpu_layers: int | str = "auto",
              n_threads: int | None = None, flash_attn: bool = True,
              verbose: bool = False, notify=None, prompt_cache: bool = True) -> "LlamaEngine":
+        from ra_lite.runtime.multi_engine import MultiSequenceContext
         from ra_lite.runtime.offload import decide_offload, load_with_fallback, plan_offload
 
         info = read_gguf_info(path)
@@ -66,22 +89,29 @@ class LlamaEngine:
         offload = decide_offload(n_gpu_layers, gpu_build, info.block_count or 0, fit=fit)
 
         def load(layers: int):
-            return llama_cpp.Llama(
-                model_path=str(path), n_ctx=ctx, n_batch=512, n_gpu_layers=layers,
-                n_threads=threads, n_threads_batch=threads, flash_attn=flash_attn,
-                verbose=verbose,
+            llm = llama_cpp.Llama(
+                model_path=str(path), n_ctx=LOADER_N_CTX, n_batch=LOADER_N_BATCH,
+                n_ubatch=LOADER_N_BATCH, n_gpu_layers=layers, n_threads=threads,
+                n_threads_batch=threads, flash_attn=flash_attn, verbose=verbose,
             )
+            try:   # the real context: out of memory here retries as for the weights
+                return llm, MultiSequenceContext(llm, ctx, DEFAULT_SLOTS)
+            except BaseException:
+                llm.close()
+                raise
 
         try:
             # An out-of-memory load on the GPU retries with half the layers, finally the CPU.
-            llm, offload = load_with_fallback(load, offload, info.block_count or 0,
-                                              notify or print_notice)
+            (llm, sequences), offload = load_with_fallback(load, offload, info.block_count or 0,
+                                                           notify or print_notice)
         except (ValueError, RuntimeError) as e:
             raise RaLiteError(f"llama.cpp could not load {path} ({e})",
                               "the file may be truncated or use an architecture this llama.cpp "
-                              "build does not know; run with --verbose to see llama.cpp's log"
+                              "build does not know, or the context may not fit in memory "
+                              "(lower --n-ctx); run with --verbose to see llama.cpp's log"
                               ) from None
-        return cls(llm, info, offload, threads, prompt_cache=prompt_cache, notify=notify)
+        return cls(llm, sequences, info, offload, threads, prompt_cache=prompt_cache,
+                   notify=notify)
 
     # --- tokens -------------------------------------------------------------------------------
     def tokenize(self, text: str) -> list[int]:
@@ -123,87 +153,92 @@ class LlamaEngine:
         tokens = self.tokenize(text)
         return tokens[0] if len(tokens) == 1 else None
 
-    # --- evaluation ---------------------------------------------------------------------------
+    # --- running judgments --------------------------------------------------------------------
     def set_shared_prefix(self, tokens: list[int]) -> None:
-        """The tokens every judgment on this model starts with (LocalBackend computes them).
+        """The tokens every judgment on this model starts with (LocalBackend computes them):
+        they live in the context's prefix sequence, restored from or saved to the prompt cache."""
+        if list(tokens) != self._shared_prefix:
+            self._shared_prefix = list(tokens)
+            self._scheduler = None
 
-        Prompts that start with them are prefilled in two parts, the prefix then the rest, with
-        or without the prompt cache, so a restored prefix gives the same numbers as a fresh one.
-        """
-        self._shared_prefix = list(tokens)
+    def scheduler(self, slots: int = 1):
+        """The engine's slot scheduler, with room for at least `slots` judgments at once (the
+        context is rebuilt with more sequences if needed; its KV contents are then lost)."""
+        from ra_lite.runtime.scheduler import MAX_SLOTS, SlotScheduler
 
-    def start(self, prompt_tokens: list[int]) -> int:
-        """Evaluate a prompt, reusing the longest prefix already in the KV cache (or restored
-        from the prompt cache); returns how many prompt tokens were not evaluated."""
-        cached = self.llm.input_ids[: self.llm.n_tokens]
-        reuse = 0
-        for a, b in zip(cached, prompt_tokens):
-            if a != b:
-                break
-            reuse += 1
-        # At least one token must be evaluated to have logits to sample from.
-        reuse = min(reuse, len(prompt_tokens) - 1)
-        self.llm.n_tokens = reuse
-        prefix = self._shared_prefix
-        if prefix and reuse < len(prefix) < len(prompt_tokens) and \
-                prompt_tokens[:len(prefix)] == prefix:
-            reuse = self._start_prefix(prefix, reuse)
-        self.feed(prompt_tokens[self.llm.n_tokens:])
-        return reuse
+        if not 1 <= slots <= MAX_SLOTS:
+            raise RaLiteError(f"{slots} parallel sequences requested",
+                              f"use between 1 and {MAX_SLOTS}")
+        if slots > self.sequences.slots:
+            self._rebuild(min(max(slots, 2 * self.sequences.slots), MAX_SEQUENCES - 1))
+        if self._scheduler is None:
+            gpu = bool(getattr(self.offload, "n_gpu_layers", 0))
+            self._scheduler = SlotScheduler(
+                self.sequences, self.sequences.slots, self._shared_prefix, keep_finished=True,
+                max_drafting_slots=DRAFTING_SLOTS_GPU if gpu else DRAFTING_SLOTS_CPU)
+        return self._scheduler
 
-    def _start_prefix(self, prefix: list[int], reuse: int) -> int:
-        """Put the shared prefix in the KV cache: restored if saved, else evaluated (and saved).
-        Returns how many of its tokens were not evaluated."""
-        cache = self._prompt_state_cache()
-        if cache is not None:
-            if cache.restore(self.llm.ctx, prefix, 0):
-                self.llm.input_ids[: len(prefix)] = prefix
-                self.llm.n_tokens = len(prefix)
-                self._cache_event(cache, len(prefix))
-                return len(prefix)
-            self._cache_event(cache, len(prefix))   # a miss, or a damaged file rejected
-            self.llm.n_tokens = reuse = 0       # restore() emptied the sequence
-        self.feed(prefix[reuse:])
-        if cache is not None:
-            cache.store(self.llm.ctx, prefix, 0)
-            self._cache_event(cache, len(prefix))
-        return reuse
+    def _rebuild(self, slots: int) -> None:
+        from ra_lite.runtime.multi_engine import MultiSequenceContext
 
-    def _prompt_state_cache(self):
-        if not self.prompt_cache:
-            return None
-        if self._prefix_cache is None:
-            from ra_lite.runtime.prefix_state import KVLayout, PrefixStateCache
+        n_ctx = self.sequences.n_ctx
+        self.sequences.close()
+        try:
+            self.sequences = MultiSequenceContext(self.llm, n_ctx, slots)
+        except ValueError as e:
+            raise RaLiteError(f"llama.cpp could not create a context for {slots} parallel "
+                              f"sequences of {n_ctx} tokens ({e})",
+                              "lower --parallel or --n-ctx; run with --verbose for llama.cpp's "
+                              "log") from None
+        self._attach_prompt_cache(self.sequences)
+        self._scheduler = None
 
-            layout = KVLayout.of(self.llm.ctx, self.llm.context_params)
-            self._prefix_cache = PrefixStateCache(self.info.path, layout)
-        return self._prefix_cache
+    def run(self, source, concurrency: int = 1) -> None:
+        """Drive the scheduler over a TaskSource (every task's finish() is called) with at most
+        `concurrency` judgments at once."""
+        for _ in self.rounds(source, concurrency):
+            pass
 
-    def _cache_event(self, cache, n_tokens: int) -> None:
-        self.prompt_cache_event = cache.last_event
-        if cache.last_event == "hit":
-            self._notify(f"prompt cache: restored the {n_tokens}-token shared prefix")
-        elif cache.last_event == "stored":
-            self._notify(f"prompt cache: stored the {n_tokens}-token shared prefix")
-        elif cache.last_event.startswith("rejected") or cache.last_event.startswith("not stored"):
-            self._notify(f"prompt cache: {cache.last_event}")
+    def rounds(self, source, concurrency: int = 1):
+        """run(), one decode round per iteration (callers hand out results between rounds).
+        One run at a time: another thread waits for the lock; a run started from inside a
+        running one on the same thread (judging inside a judge_many loop) is refused."""
+        me = threading.get_ident()
+        if self._running_in == me:
+            raise RaLiteError("this judge is already judging (a judgment was started inside "
+                              "judge_many's or a runner's loop)",
+                              "finish the loop first, or load a second judge")
+        with self._lock:
+            self._running_in = me
+            try:
+                scheduler = self.scheduler(concurrency)
+                while scheduler.step(source, concurrency):
+                    yield
+            finally:
+                self._running_in = None
 
-    def feed(self, tokens: list[int]) -> None:
-        if self.llm.n_tokens + len(tokens) > self.n_ctx:
-            raise RaLiteError(f"the judgment outgrew the context ({self.n_ctx} tokens)",
-                              "raise --n-ctx or lower --think-budget")
-        self.llm.eval(tokens)
+    def abort(self, error: BaseException | None = None) -> None:
+        """End every running judgment (finish(None, error) for each)."""
+        if self._scheduler is not None:
+            self._scheduler.abort(error)
 
-    def logits(self, token_ids: list[int]) -> np.ndarray:
-        row = self._lib.llama_get_logits_ith(self.llm.ctx, -1)
-        return np.array([row[t] for t in token_ids], dtype=np.float32)
+    # --- the prompt cache -----------------------------------------------------------------------
+    def _attach_prompt_cache(self, sequences) -> None:
+        sequences._notify = self._notify
+        sequences.prefix_cache = self._prompt_state_cache if self.prompt_cache else None
 
-    def set_sampling(self, settings: SamplingSettings) -> None:
-        """A fresh native sampler chain for one judgment (its RNG then advances token by token)."""
-        self._sampler = native_sampler(settings)
+    def _prompt_state_cache(self, layout):
+        """One PrefixStateCache per KV layout (the model's hash is then looked up once)."""
+        from ra_lite.runtime.prefix_state import PrefixStateCache
 
-    def sample(self) -> int:
-        return self._sampler.sample(self.llm._ctx, -1)
+        if layout not in self._prefix_caches:
+            self._prefix_caches[layout] = PrefixStateCache(self.info.path, layout)
+        return self._prefix_caches[layout]
+
+    @property
+    def prompt_cache_event(self) -> str:
+        """What the prompt cache last did: hit, stored, miss, rejected: …"""
+        return self.sequences.prompt_cache_event
 
     def describe(self) -> str:
         cache = "" if self.prompt_cache else ", prompt cache off"
@@ -211,26 +246,9 @@ class LlamaEngine:
                f"{self.n_threads} threads, n_ctx {self.n_ctx}{cache})"
 
     def close(self) -> None:
+        self.sequences.close()
         self.llm.close()
 
 
 def print_notice(message: str) -> None:
     print(f"ra-lite: {message}", file=sys.stderr)
-
-
-def native_sampler(settings: SamplingSettings):
-    """llama.cpp's sampler chain for one judgment (a llama_cpp._internals.LlamaSampler).
-
-    Order as in Hugging Face's generate (the official runtime): temperature, top-k 50, top-p.
-    """
-    from llama_cpp._internals import LlamaSampler
-
-    sampler = LlamaSampler()
-    if settings.temperature <= 0:
-        sampler.add_greedy()
-    else:
-        sampler.add_temp(settings.temperature)
-        sampler.add_top_k(50)
-        sampler.add_top_p(settings.top_p, 1)
-        sampler.add_dist(settings.seed & 0xFFFFFFFF)
-    return sampler

@@ -1,14 +1,15 @@
-"""A llama.cpp context with several sequences, for the slot scheduler (scheduler.py).
+"""The llama.cpp context every local judgment runs in: several sequences, one unified KV cache.
 
-Built on the model a LlamaEngine already loaded (no second copy of the weights) with the
-engine's own context settings (n_ctx, n_batch, threads, flash attention), plus `n_seq_max` =
-slots + 1 and a unified KV cache: sequence 0 holds the shared prompt prefix, sequence s + 1 is
-slot s. The unified cache is what makes sharing the prefix cheap: `llama_memory_seq_cp` then only
-tags the prefix's cells with the slot's id (see /work/shared/notes/llama-cpp-lowlevel.md), and all
-sequences draw on the same n_ctx cells, which the scheduler budgets.
+A LlamaEngine owns exactly one of these (engine.py). The slot scheduler (scheduler.py) drives it
+for every judgment: one slot for a plain judgment, K for a judgment under K response orders, P
+for `--parallel P`. Sequence 0 holds the shared prompt prefix, sequence s + 1 is slot s. The
+unified cache is what makes sharing cheap: `llama_memory_seq_cp` then only tags cells with
+another sequence id (see shared/notes/llama-cpp-lowlevel.md), and all sequences draw on the same
+n_ctx cells, which the scheduler budgets. So judging P at once costs no second KV cache: only the
+cells the P judgments use.
 
-The context has its own KV cache beside the engine's single-sequence one (llama-cpp-python's
-Llama cannot create a multi-sequence context), so parallel judging costs one more n_ctx of KV.
+The prefix sequence is restored from the prompt cache (prefix_state.py) when a saved state
+matches, else evaluated once and saved for the next process.
 """
 
 from __future__ import annotations
@@ -22,25 +23,33 @@ from ra_lite.runtime.decode import SamplingSettings
 from ra_lite.runtime.scheduler import BatchEntry
 
 PREFIX_SEQ = 0
+N_BATCH = 512            # tokens per llama_decode call (prompt chunks, forced spans, drafts)
 
 
 class MultiSequenceContext:
-    """The MultiSequenceEngine protocol (scheduler.py) on llama.cpp."""
+    """The MultiSequenceEngine protocol (scheduler.py) on llama.cpp.
 
-    def __init__(self, engine, slots: int):
+    Built on a model llama-cpp-python already loaded (no second copy of the weights) with that
+    Llama's context settings (threads, flash attention, K/V types) except n_ctx, the batch size,
+    `n_seq_max` = slots + 1 and a unified KV cache. Raises ValueError when llama.cpp cannot
+    create it (the loader's out-of-memory fallback catches that, as for the weights).
+    """
+
+    def __init__(self, llm, n_ctx: int, slots: int, prefix_cache=None, notify=None):
         import llama_cpp
 
         self._lib = llama_cpp
-        llm = engine.llm
+        self.llm = llm
         params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
+        params.n_ctx = n_ctx
+        params.n_batch = params.n_ubatch = min(N_BATCH, n_ctx)
         params.n_seq_max = slots + 1
         params.kv_unified = True
-        self._params = params
+        self.params = params
         self.ctx = llama_cpp.llama_init_from_model(llm.model, params)
         if not self.ctx:
-            raise RaLiteError(f"llama.cpp could not create a context for {slots} parallel "
-                              f"sequences of {params.n_ctx} tokens",
-                              "lower --parallel or --n-ctx; run with --verbose for llama.cpp's log")
+            raise ValueError(f"llama.cpp could not create a context of {n_ctx} tokens for "
+                             f"{slots} sequences")
         self.slots = slots
         self.n_ctx = llama_cpp.llama_n_ctx(self.ctx)
         self.n_batch = llama_cpp.llama_n_batch(self.ctx)
@@ -48,44 +57,48 @@ class MultiSequenceContext:
         self._memory = llama_cpp.llama_get_memory(self.ctx)
         self._samplers: dict[int, object] = {}
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(llm.model))
-        # The engine's prompt cache setting and model file: the prefix sequence is restored from
-        # (and saved to) the same saved states as the sequential path. A unified KV cache has
-        # one stream, so its layout key equals the single-sequence engine's for the same n_ctx.
-        self._prompt_cache = bool(getattr(engine, "prompt_cache", False))
-        self._model_path = getattr(getattr(engine, "info", None), "path", None)
-        self._notify = getattr(engine, "_notify", None) or (lambda message: None)
-        self.prefix_event = ""        # what loading the prefix did: hit, stored, evaluated…
+        self.prefix_cache = prefix_cache      # make(layout) -> PrefixStateCache, or None (off)
+        self._notify = notify or (lambda message: None)
+        self.prompt_cache_event = ""          # what loading the prefix did: hit, stored, miss…
 
     # --- the prefix sequence ------------------------------------------------------------------
     def load_prefix(self, tokens: list[int]) -> None:
-        """Put the shared prefix into its own sequence once: restored from the prompt cache when
-        a saved state matches, else evaluated (no logits needed) and saved for the next run."""
-        cache = self._prefix_state_cache() if tokens else None
-        if cache is not None and cache.restore(self.ctx, tokens, PREFIX_SEQ):
-            self.prefix_event = "hit"
-            self._notify(f"prompt cache: restored the {len(tokens)}-token shared prefix")
-            return
+        """Put the shared prefix into its own sequence: restored when a saved state matches,
+        else evaluated (no logits needed) and saved for the next run."""
         self._lib.llama_memory_seq_rm(self._memory, PREFIX_SEQ, -1, -1)
-        self._evaluate_prefix(tokens)
-        self.prefix_event = "evaluated"
-        if cache is not None and cache.store(self.ctx, tokens, PREFIX_SEQ):
-            self.prefix_event = "stored"
-            self._notify(f"prompt cache: stored the {len(tokens)}-token shared prefix")
-
-    def _prefix_state_cache(self):
-        if not self._prompt_cache or self._model_path is None:
-            return None
-        from ra_lite.runtime.prefix_state import KVLayout, PrefixStateCache
-
-        return PrefixStateCache(self._model_path, KVLayout.of(self.ctx, self._params))
-
-    def _evaluate_prefix(self, tokens: list[int]) -> None:
+        if not tokens:
+            return
+        cache = self._prefix_state_cache()
+        if cache is not None and cache.restore(self.ctx, tokens, PREFIX_SEQ):
+            self._cache_event(cache, len(tokens))
+            return
+        if cache is not None:
+            self._cache_event(cache, len(tokens))      # a miss, or a damaged file rejected
         for start in range(0, len(tokens), self.n_batch):
             chunk = tokens[start:start + self.n_batch]
-            status = self.decode([BatchEntry(-1, chunk, start, False)])
+            status = self.decode([BatchEntry(-1, chunk, start)])
             if status != 0:
                 raise RaLiteError(f"llama_decode failed on the shared prompt prefix "
                                   f"(status {status})", "raise --n-ctx or lower --parallel")
+        if cache is not None:
+            cache.store(self.ctx, tokens, PREFIX_SEQ)
+            self._cache_event(cache, len(tokens))
+
+    def _prefix_state_cache(self):
+        if self.prefix_cache is None:
+            return None
+        from ra_lite.runtime.prefix_state import KVLayout
+
+        return self.prefix_cache(KVLayout.of(self.ctx, self.params))
+
+    def _cache_event(self, cache, n_tokens: int) -> None:
+        self.prompt_cache_event = event = cache.last_event
+        if event == "hit":
+            self._notify(f"prompt cache: restored the {n_tokens}-token shared prefix")
+        elif event == "stored":
+            self._notify(f"prompt cache: stored the {n_tokens}-token shared prefix")
+        elif event.startswith("rejected") or event.startswith("not stored"):
+            self._notify(f"prompt cache: {event}")
 
     def attach_prefix(self, slot: int, n_tokens: int) -> None:
         self._lib.llama_memory_seq_cp(self._memory, PREFIX_SEQ, slot + 1, 0, n_tokens)
@@ -99,30 +112,30 @@ class MultiSequenceContext:
 
     # --- decoding -----------------------------------------------------------------------------
     def decode(self, entries: list[BatchEntry]) -> int:
-        """One llama_decode over every entry (slot -1 is the prefix sequence)."""
+        """One llama_decode over every entry (slot -1 is the prefix sequence); logits only for
+        each entry's last n_outputs tokens (never for a whole prompt)."""
+        n_tokens = sum(len(entry.tokens) for entry in entries)
+        if n_tokens > self.n_batch:      # checked first: the C arrays have no bounds checks
+            raise ValueError(f"batch of {n_tokens} tokens exceeds n_batch {self.n_batch}")
         batch = self._batch
         token, pos, n_seq, seq, logits = (batch.token, batch.pos, batch.n_seq_id, batch.seq_id,
                                           batch.logits)
         i = 0
         for entry in entries:
             seq_id = entry.slot + 1
-            last = len(entry.tokens) - 1
+            first_output = len(entry.tokens) - entry.n_outputs
             for j, t in enumerate(entry.tokens):
                 token[i] = t
                 pos[i] = entry.pos + j
                 n_seq[i] = 1
                 seq[i][0] = seq_id
-                logits[i] = entry.output and j == last
+                logits[i] = j >= first_output
                 i += 1
-        if i > self.n_batch:
-            raise ValueError(f"batch of {i} tokens exceeds n_batch {self.n_batch}")
         batch.n_tokens = i
         return self._lib.llama_decode(self.ctx, batch)
 
     def set_sampling(self, slot: int, settings: SamplingSettings) -> None:
-        """A fresh native chain per judgment, the same as the sequential engine's."""
-        from ra_lite.runtime.engine import native_sampler
-
+        """A fresh native chain per judgment (its RNG then advances token by token)."""
         sampler = native_sampler(settings)
         old = self._samplers.pop(slot, None)
         if old is not None:
@@ -149,3 +162,21 @@ class MultiSequenceContext:
             self._lib.llama_batch_free(self._batch)
             self._lib.llama_free(self.ctx)
             self.ctx = None
+
+
+def native_sampler(settings: SamplingSettings):
+    """llama.cpp's sampler chain for one judgment (a llama_cpp._internals.LlamaSampler).
+
+    Order as in Hugging Face's generate (the official runtime): temperature, top-k 50, top-p.
+    """
+    from llama_cpp._internals import LlamaSampler
+
+    sampler = LlamaSampler()
+    if settings.temperature <= 0:
+        sampler.add_greedy()
+    else:
+        sampler.add_temp(settings.temperature)
+        sampler.add_top_k(50)
+        sampler.add_top_p(settings.top_p, 1)
+        sampler.add_dist(settings.seed & 0xFFFFFFFF)
+    return sampler

@@ -35,14 +35,14 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from ra_lite.file_hash import remembered_sha256, write_atomic
 
 FILE_MAGIC = b"RALITE-KV1\n"
 SUFFIX = ".kvstate"
 DEFAULT_MAX_BYTES = 2 << 30     # ~14 prefixes of RewardAnything-8B (≈85 MB each at f16)
-_EDGE_BYTES = 1 << 20           # how much of each end of a GGUF the quick signature hashes
 
 
 def default_cache_dir() -> Path:
@@ -111,37 +111,6 @@ def llama_cpp_build() -> str:
     return f"llama-cpp-python {llama_cpp.__version__}; libllama {stamp}"
 
 
-def model_sha256(path: str | Path, cache_dir: Path) -> str:
-    """The sha256 of a whole GGUF, hashed once per file and reused while its size, mtime and
-    quick signature (first and last MiB) are unchanged."""
-    path = Path(path).resolve()
-    st = path.stat()
-    with open(path, "rb") as f:
-        quick = hashlib.sha256(f.read(_EDGE_BYTES))
-        if st.st_size > 2 * _EDGE_BYTES:
-            f.seek(st.st_size - _EDGE_BYTES)
-        quick.update(f.read(_EDGE_BYTES))
-    signature = {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                 "quick_sha256": quick.hexdigest()}
-    record = cache_dir / "models" / (hashlib.sha256(str(path).encode()).hexdigest()[:32] + ".json")
-    try:
-        saved = json.loads(record.read_text())
-        if {k: saved.get(k) for k in signature} == signature and len(saved["sha256"]) == 64:
-            return saved["sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(8 << 20):
-            digest.update(chunk)
-    sha = digest.hexdigest()
-    try:
-        _atomic_write(record, json.dumps({**signature, "sha256": sha}).encode())
-    except OSError:        # a read-only cache: hash again next time rather than fail
-        pass
-    return sha
-
-
 class PrefixStateCache:
     """Saved prefix states for one model file and one KV layout (see the module docstring)."""
 
@@ -157,7 +126,7 @@ class PrefixStateCache:
 
     def key(self, prefix_tokens: list[int]) -> PrefixKey:
         if self._model_sha256 is None:
-            self._model_sha256 = model_sha256(self.model_path, self.directory)
+            self._model_sha256 = remembered_sha256(self.model_path)
             self._build = llama_cpp_build()
         return PrefixKey(self._model_sha256, tokens_sha256(prefix_tokens), len(prefix_tokens),
                          self.layout, self._build)
@@ -227,7 +196,7 @@ class PrefixStateCache:
                              "payload_sha256": hashlib.sha256(payload).hexdigest()}).encode()
         path = self.directory / key.file_name()
         try:
-            _atomic_write(path, FILE_MAGIC + struct.pack("<Q", len(header)) + header + payload)
+            write_atomic(path, FILE_MAGIC + struct.pack("<Q", len(header)) + header + payload)
         except OSError as e:           # a full or read-only cache never fails a judgment
             self.last_event = f"not stored: {e}"
             return False
@@ -277,15 +246,3 @@ def _check(blob: bytes, key: PrefixKey, prefix_tokens: list[int]) -> bytes:
     if hashlib.sha256(payload).hexdigest() != header.get("payload_sha256"):
         raise ValueError("the KV data is corrupt (checksum mismatch)")
     return payload
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

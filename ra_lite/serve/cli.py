@@ -3,6 +3,7 @@ ra_lite.serve.server and ra_lite.doctor (registered lazily by ra_lite.cli)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sys
@@ -11,7 +12,7 @@ import threading
 import click
 
 import ra_lite.cli as base_cli
-from ra_lite.cli import generation_options, model_options
+from ra_lite.cli import cache_option, generation_options, model_options
 from ra_lite.defaults import DEFAULT_N_CTX
 from ra_lite.errors import RaLiteError
 from ra_lite.serve.server import DEFAULT_DRAIN_TIMEOUT
@@ -83,20 +84,26 @@ def pull_command(ref, from_source, force, keep_f16, no_imatrix, registry, as_jso
 @click.option("--drain-timeout", type=float, default=DEFAULT_DRAIN_TIMEOUT, show_default=True,
               help="On SIGTERM, seconds queued judgments may still run; then they get 503.")
 @click.option("--log-requests/--no-log-requests", default=True, show_default=True)
+@cache_option(default=False)
 @model_options
 @generation_options
 def serve_command(model_arg, host, port, api_key, max_request_bytes, max_responses, max_batch,
                   queue_size, remote, remote_kind, remote_model, remote_api_key,
                   remote_tokenizer, remote_text_prompts, workers, parallel, drain_timeout,
-                  log_requests, **settings):
+                  log_requests, use_cache, **settings):
     """Serve the RewardAnything HTTP API (POST /api/rewardanything, /api/rewardanything_batch,
-    GET /health) for MODEL (default: the embedded smoke-test model)."""
+    GET /health) for MODEL (default: the embedded smoke-test model).
+
+    The judgment cache is off by default: a server's clients (an RL trainer above all) send
+    requests that rarely repeat exactly, and a shared server should not keep every client's
+    text unless its operator asks for it (--cache)."""
+    from ra_lite.parallel_judge import parse_parallel, resolve_parallel
     from ra_lite.serve.server import RewardServer, ServerConfig
 
     if model_arg and settings.get("model") and model_arg != settings["model"]:
         raise RaLiteError("two models given (MODEL and --model)", "pass one of them")
     settings["model"] = model_arg or settings.get("model")
-    slots = parse_parallel(parallel)
+    slots = parse_parallel(parallel)          # bad values fail before the model loads
     if workers is not None and workers > 1 and not remote:
         raise RaLiteError("a local model runs one judgment at a time per slot (one KV cache), "
                           "--workers is for --remote",
@@ -109,7 +116,7 @@ def serve_command(model_arg, host, port, api_key, max_request_bytes, max_respons
         if given:
             raise RaLiteError(f"{', '.join(given)} only apply with --remote URL",
                               "add --remote http://HOST:PORT, or drop them to judge locally")
-    if remote and slots not in (None, "auto"):
+    if remote and slots != "auto":
         raise RaLiteError("--parallel is for a local model",
                           "with --remote, use --workers N (judgments sent to it at once)")
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
@@ -118,52 +125,30 @@ def serve_command(model_arg, host, port, api_key, max_request_bytes, max_respons
     judge = _remote_judge(remote, remote_kind, remote_model, remote_api_key, settings,
                           tokenizer=remote_tokenizer, text_prompts=remote_text_prompts) \
         if remote else base_cli.load_judge(**settings)
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(judge.close)
         config = ServerConfig(host=host, port=port, api_key=api_key,
                               max_request_bytes=max_request_bytes, max_responses=max_responses,
                               max_batch=max_batch, queue_size=queue_size,
                               workers=workers or (4 if remote else 1),
-                              parallel=1 if remote else resolve_parallel(slots, judge),
+                              parallel=1 if remote else resolve_parallel(judge, slots),
                               drain_timeout=drain_timeout)
-        server = RewardServer(judge, config, log=_notice if log_requests else None)
+        store, cache = base_cli.open_cache(use_cache, settings["model"], remote=bool(remote))
+        if store is not None:
+            stack.callback(store.close)
+        server = RewardServer(judge, config, log=_notice if log_requests else None, cache=cache)
         if config.parallel > 1:
             _notice(f"judging up to {config.parallel} requests at once (--parallel)")
         run_until_signal(server)
-    finally:
-        judge.close()
-
-
-def parse_parallel(value: str | None) -> int | str | None:
-    """--parallel: None (not given), "auto", or a slot count of at least 1."""
-    if value is None or value == "auto":
-        return value
-    try:
-        slots = int(value)
-    except ValueError:
-        raise RaLiteError(f"--parallel {value!r} is not a number of slots",
-                          "pass --parallel auto, or a whole number of at least 1") from None
-    if slots < 1:
-        raise RaLiteError(f"--parallel {slots}: at least 1 slot is needed",
-                          "pass --parallel 1 (one judgment at a time) or more")
-    return slots
-
-
-def resolve_parallel(value: int | str | None, judge) -> int:
-    """The slot count for a local judge: auto (the default) is ra_lite.parallel_judge's
-    documented rule (8 slots with GPU offload, 4 on a CPU unless memory is short; capped by
-    the KV cells that fit); a count the context cannot hold is refused there, naming the limit."""
-    from ra_lite.parallel_judge import resolve_parallel as resolve
-
-    return resolve(judge, "auto" if value is None else value)
 
 
 def _remote_judge(url, kind, model, api_key, settings, tokenizer=None, text_prompts=False):
-    from ra_lite.judge import JudgeOptions
     from ra_lite.remote import load_remote
 
-    options = JudgeOptions(think_budget=0 if settings["no_think"] else settings["think_budget"],
-                           temperature=settings["temperature"], top_p=settings["top_p"],
-                           seed=settings["seed"])
+    options = base_cli.judge_options(settings["think_budget"], settings["no_think"],
+                                     settings["temperature"], settings["top_p"], settings["seed"],
+                                     settings.get("repetition_guard", True),
+                                     settings.get("orders", 1), settings.get("speculative", False))
     # --model, if it is a local GGUF, lends its chat template to the remote prompt.
     template = settings.get("model")
     if not (template and str(template).endswith(".gguf")):

@@ -152,12 +152,10 @@ class JudgeWorker:
     def __init__(self, judge, queue_size: int, workers: int = 1, parallel: int = 1):
         self.judge = judge
         self.capacity = queue_size
-        self.parallel = parallel
         # Raises RaLiteError for a remote backend or more slots than fit: before anything runs.
         self.runner = judge.parallel_runner(parallel) if parallel > 1 else None
         self.closed = False           # no new jobs (draining)
         self.expired = False          # the drain deadline passed: hand out nothing more
-        self.started = False
         self.completed = 0
         self.cancelled = 0            # jobs dropped or stopped because their client left
         self.refused_at_deadline = 0  # jobs answered 503 (or stopped) at the drain deadline
@@ -172,7 +170,6 @@ class JudgeWorker:
     def start(self) -> None:
         for thread in self._threads:
             thread.start()
-        self.started = True
 
     @property
     def pending(self) -> int:
@@ -305,7 +302,7 @@ class JudgeWorker:
         abort = getattr(self.runner, "abort", None)
         if abort is not None:
             try:
-                abort()
+                abort(error)
             except Exception:   # noqa: BLE001 - the jobs are answered below either way
                 pass
         source.clear()
@@ -381,10 +378,13 @@ class _Gather:
 class RewardServer:
     """The HTTP server around a Judge. `start()` serves on a background thread."""
 
-    def __init__(self, judge, config: ServerConfig | None = None, log=None):
+    def __init__(self, judge, config: ServerConfig | None = None, log=None, cache=None):
         self.judge = judge
         self.config = config or ServerConfig()
         self.log = log
+        # A ra_lite.judgment_cache.ModelCache for the judge's model (serve --cache), or None.
+        # Looked up on the handler's thread, before the queue: a hit never waits for a slot.
+        self.cache = cache
         self.worker = JudgeWorker(judge, self.config.queue_size, self.config.workers,
                                   self.config.parallel)
         self.draining = False
@@ -516,19 +516,35 @@ class RewardServer:
         waiting, and a client that left cancels the job (ClientGone)."""
         from ra_lite.runtime.decode import JudgmentCancelled
 
-        job = self.worker.submit(requests)
-        try:
-            while True:
-                try:
-                    return job.future.result(timeout=DISCONNECT_POLL_S)
-                except FutureTimeout:
-                    if client_gone():
-                        job.cancel("client")
-                        raise ClientGone() from None
-        except RaLiteError as e:      # e.g. the request does not fit the context
-            raise HttpError(400, e.one_line()) from None
-        except JudgmentCancelled:
-            raise ClientGone() from None
+        options = self.judge.options
+        found = [self.cache.lookup(r, options) for r in requests] if self.cache else \
+            [None] * len(requests)
+        missing = [r for r, hit in zip(requests, found) if hit is None]
+        judged = []
+        if missing:
+            job = self.worker.submit(missing)
+            try:
+                while True:
+                    try:
+                        judged = job.future.result(timeout=DISCONNECT_POLL_S)
+                        break
+                    except FutureTimeout:
+                        if client_gone():
+                            job.cancel("client")
+                            raise ClientGone() from None
+            except RaLiteError as e:      # e.g. the request does not fit the context
+                raise HttpError(400, e.one_line()) from None
+            except JudgmentCancelled:
+                raise ClientGone() from None
+        fresh = iter(judged)
+        results = []
+        for request, hit in zip(requests, found):
+            if hit is None:
+                hit = next(fresh)
+                if self.cache is not None:
+                    self.cache.store(request, options, hit)
+            results.append(hit)
+        return results
 
     def enter(self) -> None:
         with self._idle:
@@ -608,8 +624,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.pipelined:
             return False
         try:
-            readable, _, _ = select.select([self.connection], [], [], 0)
-            if not readable:
+            if not _readable_now(self.connection):
                 return False
             data = self.connection.recv(1, socket.MSG_PEEK | getattr(socket, "MSG_DONTWAIT", 0))
         except BlockingIOError:
@@ -668,3 +683,14 @@ class _Handler(BaseHTTPRequestHandler):
             pass   # the client left after its judgment was done
         if headers.get("Connection") == "close":
             self.close_connection = True
+
+
+def _readable_now(connection) -> bool:
+    """Whether a socket has data (or an end of stream) to read, without waiting. poll where it
+    exists: select.select fails on descriptors >= 1024, which a busy server reaches. (recv with
+    MSG_DONTWAIT alone would not do: a socket with a timeout waits inside recv first.)"""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(connection, select.POLLIN)
+        return bool(poller.poll(0))
+    return bool(select.select([connection], [], [], 0)[0])

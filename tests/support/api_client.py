@@ -4,9 +4,13 @@ slow fake backend."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import os
 import queue
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -126,3 +130,19 @@ def wait_for_line(lines: queue.Queue, needle: str, timeout: float) -> str:
         if needle in line:
             return line
     raise AssertionError(f"{needle!r} not seen within {timeout}s; got: {''.join(seen)}")
+
+
+@contextlib.contextmanager
+def serve_subprocess(args: list[str], ready: str = " on http://", timeout: float = 60):
+    """`python ARGS` (a `-m ra_lite serve ...` or `-c CODE` command) in a subprocess: yields
+    (process, its stderr lines, the URL it announced after `ready`); killed if still running."""
+    proc = subprocess.Popen([sys.executable, *args], cwd=os.getcwd(), text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        lines = read_lines(proc.stderr)
+        url = wait_for_line(lines, ready, timeout).split(" on ")[1].split()[0]
+        yield proc, lines, url
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

@@ -76,3 +76,79 @@ class FakeEngine:
         z = self._logits()
         p = np.exp(z - z.max())
         return int(self.rng.choice(len(p), p=p / p.sum()))
+
+
+
+class OneSequence:
+    """A FakeEngine as the scheduler's MultiSequenceEngine with one slot, so the production
+    driver (ra_lite.runtime.scheduler) runs the decoder on it as it runs every local judgment.
+    Calls go to the FakeEngine itself: tests may script its sample() or bias its logits, and
+    seed it with set_sampling() before driving (the driver leaves its RNG alone)."""
+
+    def __init__(self, engine: FakeEngine, n_batch: int = 1 << 20):
+        self.fake = engine
+        self.n_ctx = engine.n_ctx
+        self.n_batch = n_batch
+        self._rows: dict[int, list[int]] = {}     # batch index -> the context at that row
+
+    def load_prefix(self, tokens):
+        raise AssertionError("OneSequence is used without a shared prefix")
+
+    def attach_prefix(self, slot, n_tokens):
+        raise AssertionError("OneSequence is used without a shared prefix")
+
+    def copy_tokens(self, source, slot, n_tokens):
+        raise AssertionError("OneSequence has one slot")
+
+    def set_sampling(self, slot, settings):
+        pass
+
+    def decode(self, entries):
+        (entry,) = entries
+        assert entry.pos == len(self.fake.context), (entry.pos, len(self.fake.context))
+        self.fake.feed(entry.tokens)
+        first = len(entry.tokens) - entry.n_outputs
+        self._rows = {j: self.fake.context[:entry.pos + j + 1]
+                      for j in range(first, len(entry.tokens))}
+        return 0
+
+    def _read(self, batch_index, read):
+        assert batch_index in self._rows, f"no logits at batch index {batch_index}"
+        full, self.fake.context = self.fake.context, self._rows[batch_index]
+        try:
+            return read()
+        finally:
+            self.fake.context = full
+
+    def sample(self, slot, batch_index):
+        return self._read(batch_index, self.fake.sample)
+
+    def logits(self, batch_index, token_ids):
+        return self._read(batch_index, lambda: self.fake.logits(token_ids))
+
+    def release(self, slot, from_pos=0):
+        del self.fake.context[from_pos:]
+
+
+def drive(engine: FakeEngine, steps):
+    """Run one step generator on a FakeEngine through the production scheduler; its result."""
+    from ra_lite.runtime.decode import SamplingSettings
+    from ra_lite.runtime.scheduler import ListSource, SequenceTask, SlotScheduler
+
+    outcome = {}
+
+    def finish(result, error):
+        outcome["result"], outcome["error"] = result, error
+
+    task = SequenceTask([], SamplingSettings(), steps, engine.n_ctx, finish)
+    SlotScheduler(OneSequence(engine), 1, []).run(ListSource([task]))
+    if outcome["error"] is not None:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+def decode(engine: FakeEngine, prompt_tokens, masked_names, **kwargs):
+    """ra_lite's decoder on a FakeEngine (one judgment, one sequence), as the scheduler runs it."""
+    from ra_lite.runtime.decode import judgment_steps
+
+    return drive(engine, judgment_steps(engine, prompt_tokens, masked_names, **kwargs))

@@ -83,10 +83,10 @@ class FakeMultiEngine:
             assert e.pos == len(seq), f"slot {e.slot}: position {e.pos}, sequence has {len(seq)}"
             seq.extend(e.tokens)
             self.cells.setdefault(e.slot, []).extend(self._new_cells(len(e.tokens)))
+            for j in range(len(e.tokens) - e.n_outputs, len(e.tokens)):
+                self._outputs[index + j] = (e.slot, seq[:e.pos + j + 1])
             index += len(e.tokens)
-            if e.output:
-                self._outputs[index - 1] = (e.slot, list(seq))
-        self.batches.append([(e.slot, len(e.tokens), e.output) for e in entries])
+        self.batches.append([(e.slot, len(e.tokens), e.n_outputs) for e in entries])
         self.max_active = max(self.max_active, sum(1 for s in self.seqs.values() if s))
         return 0
 
