@@ -128,6 +128,41 @@ def generation_options(f):
     return f
 
 
+def remote_options(f):
+    """Options that point a command at servers instead of a local model (ra_lite.remote)."""
+    options = [
+        click.option("--remote", default=None, metavar="URL[,URL...]",
+                     help="Judge on this llama.cpp/vLLM server instead of a local model; several "
+                          "URLs share the work (least outstanding first) and fail over."),
+        click.option("--remote-kind", default="llama.cpp", show_default=True,
+                     type=click.Choice(["llama.cpp", "vllm", "vllm-legacy", "openai"])),
+        click.option("--remote-model", default=None, help="Model name the remote server expects."),
+        click.option("--remote-api-key", envvar="RA_LITE_REMOTE_API_KEY", default=None),
+        click.option("--remote-tokenizer", default=None, type=click.Path(dir_okay=False),
+                     help="The served model's GGUF, to build token-id prompts here (needed for "
+                          "vLLM)."),
+        click.option("--remote-text-prompts", is_flag=True,
+                     help="Send prompts as text (llama-cpp-python's server needs it); requests "
+                          "that contain control-token text are then refused."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def check_remote_flags(settings: dict) -> None:
+    """--remote-* flags mean nothing without --remote: say so instead of ignoring them
+    (--remote-api-key may come from the environment, so it is not checked)."""
+    if settings.get("remote"):
+        return
+    given = [flag for flag, key in (("--remote-tokenizer", "remote_tokenizer"),
+                                    ("--remote-text-prompts", "remote_text_prompts"),
+                                    ("--remote-model", "remote_model")) if settings.get(key)]
+    if given:
+        raise RaLiteError(f"{', '.join(given)} only apply with --remote URL",
+                          "add --remote http://HOST:PORT, or drop them to judge locally")
+
+
 def cache_option(default: bool):
     """--cache/--no-cache: the judgment cache across runs (ra_lite.judgment_cache)."""
     return click.option(
@@ -153,14 +188,29 @@ def open_cache(use_cache: bool, model, remote: bool = False):
 
 def load_judge(model, n_ctx, n_gpu_layers, n_threads, flash_attn, verbose, think_budget,
                no_think, temperature, top_p, seed, repetition_guard=True, prompt_cache=True,
-               orders=1, speculative=False):
-    """Builds the Judge for a command (tests replace this to drive the CLI with a fake)."""
-    from ra_lite.judge import load
-
+               orders=1, speculative=False, remote=None, remote_kind="llama.cpp",
+               remote_model=None, remote_api_key=None, remote_tokenizer=None,
+               remote_text_prompts=False):
+    """Builds the Judge for a command: a local GGUF, or with `remote` the server(s) at those
+    URLs (tests replace this to drive the CLI with a fake)."""
     options = judge_options(think_budget, no_think, temperature, top_p, seed, repetition_guard,
                             orders, speculative)
+    if remote:
+        from ra_lite.remote import load_remote
+
+        # --model, if it is a local GGUF, lends its chat template to the remote prompt.
+        template = model if model and str(model).endswith(".gguf") else None
+        return load_remote(remote, remote_kind, api_key=remote_api_key, model=remote_model,
+                           options=options, template=template, tokenizer=remote_tokenizer,
+                           text_prompts=remote_text_prompts, notify=_notice)
+    from ra_lite.judge import load
+
     return load(model, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads,
                 flash_attn=flash_attn, verbose=verbose, options=options, prompt_cache=prompt_cache)
+
+
+def _notice(message: str) -> None:
+    click.echo(f"ra-lite: {message}", err=True)
 
 
 def judge_options(think_budget, no_think, temperature, top_p, seed, repetition_guard=True,
@@ -226,6 +276,7 @@ def read_requests(source: str) -> list:
 @cache_option(default=False)
 @model_options
 @generation_options
+@remote_options
 def judge(request_file, principle, prompt_text, response_flags, as_json, stream, use_cache,
           **settings):
     """Judge responses: from flags, a JSON/JSONL REQUEST_FILE, or '-' (JSON on stdin).
@@ -253,13 +304,14 @@ def judge(request_file, principle, prompt_text, response_flags, as_json, stream,
             raise RaLiteError(f"two responses are named {duplicate!r}",
                               "give each --response its own name")
         requests = [JudgeRequest.create(principle, prompt_text, dict(pairs))]
+    check_remote_flags(settings)
     if stream is None:
         stream = _is_terminal(sys.stderr)
     options = judge_options(settings["think_budget"], settings["no_think"],
                             settings["temperature"], settings["top_p"], settings["seed"],
                             settings["repetition_guard"], settings["orders"],
                             settings["speculative"])
-    store, cache = open_cache(use_cache, settings["model"])
+    store, cache = open_cache(use_cache, settings["model"], bool(settings["remote"]))
     with contextlib.ExitStack() as stack:
         if store is not None:
             stack.callback(store.close)
@@ -377,6 +429,7 @@ def format_consistency(c) -> str:
 @cache_option(default=True)
 @model_options
 @generation_options
+@remote_options
 def batch(input_file, output, fail_under, target, summary_path, junit_path, progress, parallel,
           use_cache, **settings):
     """Judge every request in INPUT_FILE (JSONL) into --output, resumably.
@@ -389,11 +442,12 @@ def batch(input_file, output, fail_under, target, summary_path, junit_path, prog
     from ra_lite.parallel_judge import parse_parallel
 
     parse_parallel(parallel)                   # a bad value fails before anything loads
+    check_remote_flags(settings)
     options = judge_options(settings["think_budget"], settings["no_think"],
                             settings["temperature"], settings["top_p"], settings["seed"],
                             settings["repetition_guard"], settings["orders"],
                             settings["speculative"])
-    store, cache = open_cache(use_cache, settings["model"])
+    store, cache = open_cache(use_cache, settings["model"], bool(settings["remote"]))
     with contextlib.ExitStack() as stack:
         if store is not None:
             stack.callback(store.close)

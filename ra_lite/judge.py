@@ -370,6 +370,8 @@ class Judge:
         engine = getattr(self.backend, "engine", None)
         if engine is not None:
             engine.close()
+        elif callable(getattr(self.backend, "close", None)):
+            self.backend.close()              # a remote backend's local tokenizer, say
 
     def __enter__(self) -> "Judge":
         return self

@@ -12,8 +12,9 @@ options' think budget with a short request each. The slots share the engine's on
 second cache: a judgment's cells are all it adds). Measured on the 2-core reference machine
 (benchmarks/parallel.py, think budget 256, three runs): 4 slots judged 1.57-2.10x as many
 judgments/s as 1 on the embedded model and 1.23x on a Qwen3-0.6B-shaped model, near the bare
-llama_decode ceiling measured beside them. A remote backend gets 1 (its server decides); an
-explicit N >= 2 there means N concurrent requests to the server.
+llama_decode ceiling measured beside them. A remote backend gets its servers' slots (llama-
+server's /props, summed over a pool; 1 when unknown); an explicit N >= 2 there means N
+concurrent requests.
 
 This module imports nothing from ra_lite.judge (judge.py imports it), only the runtime.
 """
@@ -204,6 +205,17 @@ def slot_limit(judge, options) -> SlotLimit:
     return SlotLimit(most, per_slot, len(prefix), n_ctx)
 
 
+def remote_slots(judge) -> int:
+    """auto for a remote backend: the judgments its server(s) run at once (llama-server's slots,
+    summed over a pool), else 1."""
+    slots = getattr(getattr(judge, "backend", None), "slots", None)
+    try:
+        value = slots() if callable(slots) else None
+    except Exception:   # noqa: BLE001 - a probe that fails only means "unknown"
+        value = None
+    return value if isinstance(value, int) and value > 0 else 1
+
+
 def hardware_slots(engine) -> int:
     """Slots worth running on this engine's hardware, before the KV-cell cap."""
     if getattr(getattr(engine, "offload", None), "n_gpu_layers", 0):
@@ -237,7 +249,7 @@ def resolve_parallel(judge, parallel, options=None) -> int:
     slots = parse_parallel(parallel)
     if slots == "auto":
         if not is_local(judge):
-            return 1
+            return remote_slots(judge)
         hardware = hardware_slots(judge.backend.engine)
         return max(1, min(hardware, slot_limit(judge, options).most))
     if slots == 1 or not is_local(judge):

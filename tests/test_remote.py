@@ -17,7 +17,7 @@ from ra_lite.grammar import parse_answer, to_gbnf
 from ra_lite.judge import Judge, JudgeOptions
 from ra_lite.prompt import build_chat_prompt
 from ra_lite.remote import QWEN3_TEMPLATE, RemoteBackend, load_remote
-from ra_lite.remote_grammar import choice_gbnf, ranking_gbnf, scores_gbnf
+from ra_lite.remote.grammar import choice_gbnf, ranking_gbnf, scores_gbnf
 from tests.support.fake_completion_server import FakeCompletionServer
 
 RESPONSES = {"alpha": "A.", "beta": "B!", "gamma": "C?"}
@@ -119,7 +119,8 @@ def test_vllm_uses_structured_outputs_and_the_served_model(fake, embedded_path):
     assert scores["structured_outputs"] == {"grammar": scores_gbnf(["model-1", "model-2", "model-3"])}
     assert "grammar" not in scores and "guided_grammar" not in scores and "min_p" not in scores
     # vLLM said end-of-sequence (stop_reason None), not "</think>": closed for the model, as locally.
-    assert result.think_truncated and result.raw_text.startswith("<think>\nHmm\n</think>\n\n{")
+    assert result.think_end == "end_of_generation" and not result.think_truncated
+    assert result.raw_text.startswith("<think>\nHmm\n</think>\n\n{")
     assert result.ranking[0] == build_chat_prompt("P", "Q", RESPONSES).masked_to_real["model-1"]
 
 

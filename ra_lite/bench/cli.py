@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from ra_lite.cli import cache_option, orders_option, repetition_guard_option, speculative_option
+from ra_lite.cli import (cache_option, check_remote_flags, orders_option, remote_options,
+                         repetition_guard_option, speculative_option)
 
 
 def run_bench(models: list[str | None], *, reference: str | None = None, data: str = "quick",
@@ -15,7 +16,8 @@ def run_bench(models: list[str | None], *, reference: str | None = None, data: s
               think_budgets: list[int] | None = None, temperature: float = 0.0, seed: int = 0,
               n_ctx: int = 8192, repetition_guard: bool = True, orders: int = 1,
               speculative: bool = False, use_cache: bool = True, cache_dir=None,
-              progress: bool = True, notify=None, parallel: int | str = "auto") -> dict:
+              progress: bool = True, notify=None, parallel: int | str = "auto",
+              remote: dict | None = None) -> dict:
     """Judge `data` with every model (and the reference), write the report, return it as a dict.
 
     models: GGUF references; None is the embedded smoke-test model. Judgments are kept in the
@@ -27,9 +29,12 @@ def run_bench(models: list[str | None], *, reference: str | None = None, data: s
     think_budgets: also judge at each of these budgets and report accuracy, agreement with the
     reference at the largest one and seconds per judgment for each (the main tables are then
     at the largest budget).
+    remote: judge on server(s) instead of the local models (load_remote's keyword arguments,
+    "url" first); a local .gguf in `models` then only lends its chat template. Decisions are
+    compared with a local reference; a server exposes no logits, so no KL divergence.
     """
     from ra_lite.bench.report import build_report, model_section, sweep_row, write_outputs
-    from ra_lite.bench.run import agreement, evaluate_model, load_bench_items
+    from ra_lite.bench.run import agreement, evaluate_model, evaluate_remote, load_bench_items
     from ra_lite.bench.settings import BenchSettings
     from ra_lite.judgment_cache import JudgmentCache
 
@@ -48,9 +53,18 @@ def run_bench(models: list[str | None], *, reference: str | None = None, data: s
         items = loaded.items
         bar = _progress_bar if progress else None
 
+        template = next((m for m in models if m and str(m).endswith(".gguf")), None)
+
         def evaluate(model, budget, **kw):
+            if model is REMOTE:
+                return evaluate_remote(remote, items, settings.with_budget(budget),
+                                       template=template, notify=notify, progress=bar,
+                                       parallel=parallel)
             return evaluate_model(model, items, settings.with_budget(budget), cache,
                                   notify=notify, progress=bar, parallel=parallel, **kw)
+
+        if remote:
+            models = [REMOTE]
 
         sweep: list[dict] = []
         sections = []
@@ -78,6 +92,9 @@ def run_bench(models: list[str | None], *, reference: str | None = None, data: s
     if not any(p.name == "plot.png" for p in written):
         notify("no plot.png: install matplotlib (pip install 'ra-lite[plot]') for the picture")
     return report
+
+
+REMOTE = object()         # stands in run_bench's model list for the remote server(s)
 
 
 def _progress_bar(total, label, count_tokens=True):
@@ -112,9 +129,10 @@ def _progress_bar(total, label, count_tokens=True):
 @click.option("--parallel", default="auto", show_default=True,
               help="Judgments decoded at once per model: auto, 1, or N (results are cached "
                    "the same way).")
+@remote_options
 def bench_command(models, reference, data, output_dir, think_budget, think_budgets, temperature,
                   seed, n_ctx, repetition_guard, orders, speculative, use_cache, progress,
-                  parallel):
+                  parallel, **remote_settings):
     """Run mini-RABench and report accuracy (and, with --reference, what each quant lost)."""
     from ra_lite.bench.report import markdown
     from ra_lite.errors import RaLiteError
@@ -126,10 +144,18 @@ def bench_command(models, reference, data, output_dir, think_budget, think_budge
         except ValueError:
             raise RaLiteError(f"--think-budgets {think_budgets!r} is not a list of numbers",
                               "write e.g. --think-budgets 0,256,1024") from None
+    check_remote_flags(remote_settings)
+    remote = None
+    if remote_settings["remote"]:
+        remote = {"url": remote_settings["remote"], "kind": remote_settings["remote_kind"],
+                  "model": remote_settings["remote_model"],
+                  "api_key": remote_settings["remote_api_key"],
+                  "tokenizer": remote_settings["remote_tokenizer"],
+                  "text_prompts": remote_settings["remote_text_prompts"]}
     report = run_bench(list(models) or [None], reference=reference, data=data,
                        output_dir=output_dir, think_budget=think_budget, think_budgets=budgets,
                        temperature=temperature, seed=seed, n_ctx=n_ctx,
                        repetition_guard=repetition_guard, orders=orders,
                        speculative=speculative, use_cache=use_cache, progress=progress,
-                       parallel=parallel)
+                       parallel=parallel, remote=remote)
     click.echo(markdown(report))

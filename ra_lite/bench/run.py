@@ -133,6 +133,38 @@ def evaluate_model(model: str | None, items: list[BenchItem], settings: BenchSet
     return results
 
 
+def evaluate_remote(remote: dict, items: list[BenchItem], settings: BenchSettings, *,
+                    template=None, notify: Callable[[str], None] = print,
+                    progress: Callable | None = None, parallel: int | str = "auto"
+                    ) -> ModelResults:
+    """Judge every item on the server(s) of `remote` (load_remote's keyword arguments, "url"
+    first). A server's model file cannot be identified, so nothing is cached, and it exposes no
+    logits, so it gets no KL divergence against a reference (decisions are still compared)."""
+    import hashlib
+
+    from ra_lite.remote import load_remote
+
+    remote = dict(remote)
+    url = remote.pop("url")
+    judge = load_remote(url, options=settings.options(), template=template, notify=notify,
+                        **remote)
+    identity = hashlib.sha256(f"{url}|{remote.get('kind')}|{remote.get('model')}".encode())
+    results = ModelResults(label=judge.model_name, path=str(url),
+                           sha256="remote-" + identity.hexdigest()[:48], quant="remote",
+                           size_bytes=0, embedded=False, records={})
+    reporter = progress(len(items), f"judging on {judge.model_name}") if progress else None
+    try:
+        for item, judgment, error in _judged(lambda: judge, items, settings.options(), parallel):
+            results.records[item.id] = _record(item.id, judgment, error)
+            if reporter is not None:
+                reporter.update(judgment)
+    finally:
+        if reporter is not None:
+            reporter.close()
+        judge.close()
+    return results
+
+
 def item_request(item: BenchItem) -> JudgeRequest:
     return JudgeRequest.create(item.principle, item.prompt, item.responses)
 

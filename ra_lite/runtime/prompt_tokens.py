@@ -10,7 +10,7 @@ BPE each fragment separately), so for content without such text the tokens are i
 `tokenize(rendered, special=True)`; the tests check that.
 
 The rule (SpecialSplitter) does not care where tokens come from: PromptTokenizer feeds it a local
-llama.cpp vocabulary, ra_lite/remote_tokens.py a serving engine's /tokenize endpoint, so a remote
+llama.cpp vocabulary, ra_lite/remote/tokens.py a serving engine's /tokenize endpoint, so a remote
 judgment gets the same ids as a local one.
 """
 
@@ -30,7 +30,7 @@ class SpecialSplitter:
     """The rule itself, for any source of tokens: a local vocabulary or a server's /tokenize.
 
     specials: the control-token texts that may be split out of the template's parts, and their
-    ids (only those occurring in the template's parts matter; see remote_tokens.py).
+    ids (only those occurring in the template's parts matter; see ra_lite/remote/tokens.py).
     plain: tokenizes text with special-token parsing off and no BOS.
     """
 

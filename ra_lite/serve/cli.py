@@ -12,7 +12,7 @@ import threading
 import click
 
 import ra_lite.cli as base_cli
-from ra_lite.cli import cache_option, generation_options, model_options
+from ra_lite.cli import cache_option, generation_options, model_options, remote_options
 from ra_lite.defaults import DEFAULT_N_CTX
 from ra_lite.errors import RaLiteError
 from ra_lite.serve.server import DEFAULT_DRAIN_TIMEOUT
@@ -65,19 +65,9 @@ def pull_command(ref, from_source, force, keep_f16, no_imatrix, registry, as_jso
               help="Most requests in one batch call.")
 @click.option("--queue-size", type=int, default=64, show_default=True,
               help="Jobs that may wait; more get 503.")
-@click.option("--remote", default=None,
-              help="Judge on this llama.cpp/vLLM server instead of a local model.")
-@click.option("--remote-kind", default="llama.cpp", show_default=True,
-              type=click.Choice(["llama.cpp", "vllm", "vllm-legacy", "openai"]))
-@click.option("--remote-model", default=None, help="Model name the remote server expects.")
-@click.option("--remote-api-key", envvar="RA_LITE_REMOTE_API_KEY", default=None)
-@click.option("--remote-tokenizer", default=None, type=click.Path(dir_okay=False),
-              help="The served model's GGUF, to build token-id prompts here (needed for vLLM).")
-@click.option("--remote-text-prompts", is_flag=True,
-              help="Send prompts as text (llama-cpp-python's server needs it); requests that "
-                   "contain control-token text are then refused.")
 @click.option("--workers", type=int, default=None,
-              help="With --remote: judgments sent to it at once (default 4).")
+              help="With --remote: judgments sent to the servers at once (default: their "
+                   "slots, from llama-server's /props; else 4).")
 @click.option("--parallel", default=None, metavar="auto|P",
               help="Local model: judge up to P queued requests at once in one context "
                    "(continuous batching); 1 = one at a time. Default: auto.")
@@ -87,10 +77,10 @@ def pull_command(ref, from_source, force, keep_f16, no_imatrix, registry, as_jso
 @cache_option(default=False)
 @model_options
 @generation_options
+@remote_options
 def serve_command(model_arg, host, port, api_key, max_request_bytes, max_responses, max_batch,
-                  queue_size, remote, remote_kind, remote_model, remote_api_key,
-                  remote_tokenizer, remote_text_prompts, workers, parallel, drain_timeout,
-                  log_requests, use_cache, **settings):
+                  queue_size, workers, parallel, drain_timeout, log_requests, use_cache,
+                  **settings):
     """Serve the RewardAnything HTTP API (POST /api/rewardanything, /api/rewardanything_batch,
     GET /health) for MODEL (default: the embedded smoke-test model).
 
@@ -104,33 +94,28 @@ def serve_command(model_arg, host, port, api_key, max_request_bytes, max_respons
         raise RaLiteError("two models given (MODEL and --model)", "pass one of them")
     settings["model"] = model_arg or settings.get("model")
     slots = parse_parallel(parallel)          # bad values fail before the model loads
+    remote = settings["remote"]
     if workers is not None and workers > 1 and not remote:
         raise RaLiteError("a local model runs one judgment at a time per slot (one KV cache), "
                           "--workers is for --remote",
                           "use --parallel P to judge P requests at once in one context")
-    if not remote:
-        given = [flag for flag, value in (("--remote-tokenizer", remote_tokenizer),
-                                          ("--remote-text-prompts", remote_text_prompts),
-                                          ("--remote-model", remote_model))
-                 if value]          # (--remote-api-key may come from the environment: not here)
-        if given:
-            raise RaLiteError(f"{', '.join(given)} only apply with --remote URL",
-                              "add --remote http://HOST:PORT, or drop them to judge locally")
+    base_cli.check_remote_flags(settings)
     if remote and slots != "auto":
         raise RaLiteError("--parallel is for a local model",
                           "with --remote, use --workers N (judgments sent to it at once)")
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         _notice(f"warning: listening on {host} without --api-key: anyone who can reach it can "
                 "use it")
-    judge = _remote_judge(remote, remote_kind, remote_model, remote_api_key, settings,
-                          tokenizer=remote_tokenizer, text_prompts=remote_text_prompts) \
-        if remote else base_cli.load_judge(**settings)
+    judge = base_cli.load_judge(**settings)
     with contextlib.ExitStack() as stack:
         stack.callback(judge.close)
+        if remote and workers is None:
+            slots_of = getattr(judge.backend, "slots", None)
+            workers = (slots_of() if callable(slots_of) else None) or 4
         config = ServerConfig(host=host, port=port, api_key=api_key,
                               max_request_bytes=max_request_bytes, max_responses=max_responses,
                               max_batch=max_batch, queue_size=queue_size,
-                              workers=workers or (4 if remote else 1),
+                              workers=workers or 1,
                               parallel=1 if remote else resolve_parallel(judge, slots),
                               drain_timeout=drain_timeout)
         store, cache = base_cli.open_cache(use_cache, settings["model"], remote=bool(remote))
@@ -140,21 +125,6 @@ def serve_command(model_arg, host, port, api_key, max_request_bytes, max_respons
         if config.parallel > 1:
             _notice(f"judging up to {config.parallel} requests at once (--parallel)")
         run_until_signal(server)
-
-
-def _remote_judge(url, kind, model, api_key, settings, tokenizer=None, text_prompts=False):
-    from ra_lite.remote import load_remote
-
-    options = base_cli.judge_options(settings["think_budget"], settings["no_think"],
-                                     settings["temperature"], settings["top_p"], settings["seed"],
-                                     settings.get("repetition_guard", True),
-                                     settings.get("orders", 1), settings.get("speculative", False))
-    # --model, if it is a local GGUF, lends its chat template to the remote prompt.
-    template = settings.get("model")
-    if not (template and str(template).endswith(".gguf")):
-        template = None
-    return load_remote(url, kind, api_key=api_key, model=model, options=options,
-                       template=template, tokenizer=tokenizer, text_prompts=text_prompts)
 
 
 def run_until_signal(server) -> None:

@@ -1,4 +1,4 @@
-"""A Judge backend that runs on an existing serving engine instead of a local GGUF.
+"""A Judge backend that runs on one existing serving engine instead of a local GGUF.
 
     from ra_lite.remote import load_remote
     judge = load_remote("http://127.0.0.1:8080", kind="llama.cpp")      # llama.cpp's llama-server
@@ -6,17 +6,17 @@
     judge.judge(principle, prompt, responses)       # same Judgment as a local judge
 
 Same prompt: the chat is rendered here (Qwen3's ChatML + <think> rules, or a template you pass)
-and sent to a raw-completion endpoint as token ids built by the local rule (ra_lite/remote_tokens.py):
-the template's control tokens are control tokens, the messages (untrusted responses) are plain
+and sent to a raw-completion endpoint as token ids built by the local rule (tokens.py): the
+template's control tokens are control tokens, the messages (untrusted responses) are plain
 text, so a response cannot close the user turn and answer for the judge. The ids come from
 llama-server's /tokenize, or from the model's GGUF named as `tokenizer`. Text prompts, which the
 server tokenizes with special-token parsing on, are sent only with text_prompts=True, and then a
 request containing control-token text is refused. No server-side chat template in between. Same
-grammar: generation runs in phases
-(ra_lite/remote_grammar.py) — free reasoning capped by the think budget, then the scores under a
-GBNF grammar, then the ranking under a grammar built from those scores — so every answer obeys the
-rules the local decoder enforces, including "the ranking follows the scores", which no single
-CFG can express. The joined output is checked with parse_answer before it is returned.
+grammar: generation runs in phases (grammar.py) — free reasoning capped by the think budget,
+then the scores under a GBNF grammar, then the ranking under a grammar built from those scores —
+so every answer obeys the rules the local decoder enforces, including "the ranking follows the
+scores", which no single CFG can express. The joined output is checked with parse_answer before
+it is returned.
 
 kinds (which endpoint and grammar field; where the prompt's token ids come from):
     llama.cpp     POST /completion, "grammar" (llama.cpp's llama-server); ids from its /tokenize
@@ -31,10 +31,15 @@ Differences from local decoding, by necessity: the server's sampler and RNG draw
 probabilities (expected_scores is None); and where the server does not say whether reasoning
 stopped at `</think>` or at an end-of-generation token ("openai" kind), both count as closed by
 the model. The backend keeps no per-request state, so one instance may serve many threads.
+
+Failures say whose they are: a server that cannot be reached, drops the connection, times out
+or answers 5xx raises ServerUnavailable (a pool of servers, pool.py, then retries the judgment
+on another); a 4xx is the request's own problem (e.g. it does not fit the server's context).
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import socket
@@ -48,16 +53,17 @@ from ra_lite.chat_template import render_chat
 from ra_lite.runtime.decode import AFTER_THINK, BUDGET_CLOSE, DecodeResult
 from ra_lite.errors import RaLiteError
 from ra_lite.grammar import THINK_CLOSE, THINK_OPEN, AnswerError, parse_answer
-from ra_lite.remote_tokens import (CONTROL_TEXT, GgufTokenizer, RemotePrompt, ServerTokenizer,
-                                   control_pattern, refuse_control_text)
-from ra_lite.remote_grammar import (RANKING_END, choice_gbnf, forced_ranking, parse_ranking,
+from ra_lite.remote.grammar import (RANKING_END, choice_gbnf, forced_ranking, parse_ranking,
                                     parse_scores, ranking_fits_one_grammar, ranking_gbnf,
                                     ranking_text, scores_gbnf, scores_max_text, tie_groups)
+from ra_lite.remote.tokens import (CONTROL_TEXT, GgufTokenizer, RemotePrompt, ServerTokenizer,
+                                   control_pattern, refuse_control_text)
 
 KINDS = ("llama.cpp", "vllm", "vllm-legacy", "openai")
 ALIASES = {"llamacpp": "llama.cpp", "llama-cpp": "llama.cpp", "llama-server": "llama.cpp",
            "llama-cpp-python": "openai"}
 TOP_K = 50            # the local sampler chain's top-k (the official runtime's HF default)
+PROBE_TIMEOUT = 10.0  # seconds for /health and /props (a judgment's own requests get `timeout`)
 
 # Qwen3's chat template, reduced to what a judgment uses (a system and a user message, no tools):
 # ChatML, and with thinking off an empty think block after the assistant header.
@@ -69,6 +75,11 @@ QWEN3_TEMPLATE = (
     "{%- if enable_thinking is defined and enable_thinking is false %}"
     "{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}{%- endif %}"
 )
+
+
+class ServerUnavailable(RaLiteError):
+    """The server, not the request, failed: unreachable, connection dropped, timed out, or
+    5xx. Another server may judge the same request."""
 
 
 @dataclass
@@ -143,7 +154,7 @@ class RemoteBackend:
                 builtin + [control_pattern(known + [self.bos, self.eos]).pattern]))
 
     def _token_source(self, tokenizer):
-        """Where token-id prompts get their ids; None for text prompts (see remote_tokens.py)."""
+        """Where token-id prompts get their ids; None for text prompts (see tokens.py)."""
         if self.text_prompts:
             return None
         if self.kind == "openai":
@@ -232,8 +243,9 @@ class RemoteBackend:
         return DecodeResult(
             text=text, reasoning=reasoning, scores=scores, ranking=ranking, choices=[],
             think_tokens=think_ids, think_closing=closing,
-            think_end=("model" if closed else "budget") if closing else "off",
-            prompt_tokens=first.prompt_tokens, prompt_tokens_reused=first.cached_tokens,
+            think_end=_think_end(closing, closed, first.stop if options.think_budget else ""),
+            prompt_tokens=first.prompt_tokens,
+            prompt_tokens_reused=min(first.cached_tokens, first.prompt_tokens),
             answer_tokens=answer_tokens, answer_tokens_evaluated=answer_tokens,
             timings={"prefill_s": 0.0, "think_s": thought_at - started,
                      "answer_s": done - thought_at, "total_s": done - started})
@@ -303,6 +315,35 @@ class RemoteBackend:
                 body["grammar"] = grammar
         return _openai_completion(self._request("/v1/completions", body), stop)
 
+    def health(self) -> str | None:
+        """None when the server is ready to judge, else why not (llama-server answers 503 on
+        /health while it loads; servers without /health are asked for their models)."""
+        try:
+            data = self._request("/health", None, timeout=PROBE_TIMEOUT)
+        except ServerUnavailable as e:
+            return e.problem
+        except RaLiteError as e:
+            if getattr(e, "status", None) != 404:
+                return e.problem
+            try:
+                self._request("/v1/models", None, timeout=PROBE_TIMEOUT)
+            except RaLiteError as e2:
+                return e2.problem
+            return None
+        status = data.get("status") if isinstance(data, dict) else None
+        return None if status in (None, "ok", "healthy") else f"status {status!r}"
+
+    def slots(self) -> int | None:
+        """How many judgments the server runs at once (llama-server's /props total_slots)."""
+        if self.kind != "llama.cpp":
+            return None
+        try:
+            data = self._request("/props", None, timeout=PROBE_TIMEOUT)
+        except RaLiteError:
+            return None
+        slots = data.get("total_slots") if isinstance(data, dict) else None
+        return slots if isinstance(slots, int) and slots > 0 else None
+
     def _served_model(self) -> str | None:
         """vLLM wants the served model's name; ask for it once when none was given."""
         data = self._request("/v1/models", None)
@@ -310,8 +351,9 @@ class RemoteBackend:
         self.model = models[0].get("id") if models and isinstance(models[0], dict) else None
         return self.model
 
-    def _request(self, path: str, body: dict | None):
+    def _request(self, path: str, body: dict | None, timeout: float | None = None):
         url = self.base_url + path
+        timeout = timeout or self.timeout
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
@@ -319,25 +361,40 @@ class RemoteBackend:
         request = urllib.request.Request(url, data=data, headers=headers,
                                          method="GET" if body is None else "POST")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 raw = response.read()
         except urllib.error.HTTPError as e:
             detail = e.read(500).decode("utf-8", "replace").strip()
-            error = RaLiteError(f"{url} answered HTTP {e.code}: {detail or e.reason}",
-                                _http_fix(e.code))
+            kind = ServerUnavailable if e.code >= 500 else RaLiteError
+            error = kind(f"{url} answered HTTP {e.code}: {detail or e.reason}", _http_fix(e.code))
             error.status = e.code        # lets the /tokenize probe say what is missing
             raise error from None
         except (socket.timeout, TimeoutError):
-            raise RaLiteError(f"{url} did not answer within {self.timeout:.0f}s",
-                              "raise the timeout, or lower the think budget") from None
+            raise ServerUnavailable(f"{url} did not answer within {timeout:.0f}s",
+                                    "raise the timeout, or lower the think budget") from None
         except urllib.error.URLError as e:
-            raise RaLiteError(f"cannot reach {url} ({e.reason})",
-                              "is the server running? check the URL and port") from None
+            raise ServerUnavailable(f"cannot reach {url} ({e.reason})",
+                                    "is the server running? check the URL and port") from None
+        except (http.client.HTTPException, ConnectionError, OSError) as e:
+            # e.g. the server was killed mid-judgment: the connection is reset or closed early.
+            raise ServerUnavailable(f"{url} dropped the connection mid-request "
+                                    f"({type(e).__name__}: {e or 'no answer'})",
+                                    "is the server still running? see its log") from None
         try:
             return json.loads(raw)
         except ValueError:
             raise RaLiteError(f"{url} did not answer with JSON ({raw[:100]!r})",
                               "check the URL and --remote-kind") from None
+
+
+def _think_end(closing: str, closed: bool, stop: str) -> str:
+    """Why the reasoning ended, in the local decoder's words: the model closed it, the budget
+    cut it, or the server stopped at an end-of-generation token (and ra-lite closed it)."""
+    if not closing:
+        return "off"
+    if closed:
+        return "model"
+    return "end_of_generation" if stop == "eos" else "budget"
 
 
 def _http_fix(code: int) -> str:
@@ -386,20 +443,3 @@ def _openai_completion(data: dict, stop: list[str] | None) -> Completion:
     return Completion(text=text, stop=kind, prompt_tokens=int(usage.get("prompt_tokens") or 0),
                       cached_tokens=int(cached),
                       completion_tokens=int(usage.get("completion_tokens") or 0))
-
-
-def load_remote(url: str, kind: str = "llama.cpp", *, api_key: str | None = None,
-                model: str | None = None, template: str | Path | None = None,
-                timeout: float = 600.0, options=None, text_prompts: bool = False,
-                tokenizer: str | Path | None = None):
-    """A Judge whose generation runs on the server at `url` (see the module docstring).
-
-    tokenizer: the served model's GGUF, to build token-id prompts locally (needed for vLLM).
-    text_prompts: send text instead of token ids (the only way for kind "openai"); a request whose
-    messages contain control-token text is then refused.
-    """
-    from ra_lite.judge import Judge
-
-    backend = RemoteBackend(url, kind, api_key=api_key, model=model, template=template,
-                            timeout=timeout, text_prompts=text_prompts, tokenizer=tokenizer)
-    return Judge(backend, options, model_name=model or backend.description)
