@@ -74,13 +74,15 @@ def pull_command(ref, from_source, force, keep_f16, no_imatrix, registry, as_jso
 @click.option("--drain-timeout", type=float, default=DEFAULT_DRAIN_TIMEOUT, show_default=True,
               help="On SIGTERM, seconds queued judgments may still run; then they get 503.")
 @click.option("--log-requests/--no-log-requests", default=True, show_default=True)
+@click.option("--reward-principle", default=None,
+              help="The principle POST /get_reward (OpenRLHF's remote reward) judges by.")
 @cache_option(default=False)
 @model_options
 @generation_options
 @remote_options
 def serve_command(model_arg, host, port, api_key, max_request_bytes, max_responses, max_batch,
-                  queue_size, workers, parallel, drain_timeout, log_requests, use_cache,
-                  **settings):
+                  queue_size, workers, parallel, drain_timeout, log_requests, reward_principle,
+                  use_cache, **settings):
     """Serve the RewardAnything HTTP API (POST /api/rewardanything, /api/rewardanything_batch,
     GET /health) for MODEL (default: the embedded smoke-test model).
 
@@ -117,7 +119,7 @@ def serve_command(model_arg, host, port, api_key, max_request_bytes, max_respons
                               max_batch=max_batch, queue_size=queue_size,
                               workers=workers or 1,
                               parallel=1 if remote else resolve_parallel(judge, slots),
-                              drain_timeout=drain_timeout)
+                              drain_timeout=drain_timeout, reward_principle=reward_principle)
         store, cache = base_cli.open_cache(use_cache, settings["model"], remote=bool(remote))
         if store is not None:
             stack.callback(store.close)
@@ -142,7 +144,7 @@ def run_until_signal(server) -> None:
     try:
         server.start()
         _notice(f"serving {server.judge.model_name} on {server.url} "
-                f"(POST /api/rewardanything, /api/rewardanything_batch; GET /health)")
+                f"(POST /api/rewardanything, /api/rewardanything_batch, /get_reward; GET /health)")
         sys.stderr.flush()
         while not stop.wait(0.5):
             pass

@@ -51,6 +51,7 @@ from ra_lite.request import JudgeRequest, reject_duplicate_keys
 
 SERVICE = "RewardAnything API"
 SINGLE, BATCH, HEALTH = "/api/rewardanything", "/api/rewardanything_batch", "/health"
+REWARD = "/get_reward"          # OpenRLHF's remote reward model (ra_lite.rewards.for_openrlhf)
 # Kubernetes sends SIGKILL 30 s after SIGTERM by default; 25 s leaves time to answer everyone.
 DEFAULT_DRAIN_TIMEOUT = 25.0
 # How often a waiting handler checks whether its client is still connected.
@@ -74,6 +75,7 @@ class ServerConfig:
     parallel: int = 1                 # slots of a local model's parallel runner; 1 = sequential
     read_timeout: float = 30.0        # seconds a client may take to send its request
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT   # seconds queued jobs may still run at shutdown
+    reward_principle: str | None = None   # the principle POST /get_reward judges by
 
     def __post_init__(self):
         for name in ("max_request_bytes", "max_responses", "max_batch", "queue_size", "workers",
@@ -546,6 +548,43 @@ class RewardServer:
             results.append(hit)
         return results
 
+    def get_reward(self, body: bytes, client_gone=lambda: False) -> dict:
+        """POST /get_reward: OpenRLHF's request in, its rewards out (pointwise against the
+        labels; see ra_lite.rewards.for_openrlhf). A sample that cannot be judged gets the
+        failure score, never an error answer that would stop the trainer."""
+        from ra_lite.rewards.for_openrlhf import assemble, reward_requests
+
+        try:
+            obj = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise HttpError(400, f"the body is not valid JSON ({getattr(e, 'msg', e)})") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("query"), list):
+            raise HttpError(400, 'send {"query": [...], "prompts": [...], "labels": [...]}')
+        principle = obj.get("principle") or self.config.reward_principle
+        if not principle:
+            raise HttpError(400, "this server has no principle for /get_reward: start it with "
+                                 "--reward-principle TEXT (or send \"principle\")")
+        try:
+            requests = reward_requests(obj["query"], obj.get("prompts") or [""] * len(obj["query"]),
+                                       obj.get("labels"), principle)
+        except RaLiteError as e:
+            raise HttpError(400, e.one_line()) from None
+        outcomes = list(requests)
+        valid = [r for r in requests if isinstance(r, JudgeRequest)]
+        if len(valid) > self.config.max_batch:
+            raise HttpError(422, f"{len(valid)} samples, more than this server's limit of "
+                                 f"{self.config.max_batch}: split them")
+        if valid:
+            try:
+                judged = iter(self.judge_now(valid, client_gone))
+                outcomes = [next(judged) if isinstance(o, JudgeRequest) else o for o in outcomes]
+            except HttpError as e:
+                if e.status != 400:
+                    raise
+                outcomes = [RaLiteError(e.detail) if isinstance(o, JudgeRequest) else o
+                            for o in outcomes]
+        return assemble(outcomes)
+
     def enter(self) -> None:
         with self._idle:
             self._active += 1
@@ -593,11 +632,16 @@ class _Handler(BaseHTTPRequestHandler):
         app.enter()
         status, self.body_read = 500, False
         try:
-            if path not in (SINGLE, BATCH):
+            if path not in (SINGLE, BATCH, REWARD):
                 raise HttpError(405 if path == HEALTH else 404,
                                 "Method Not Allowed" if path == HEALTH else "Not Found")
             app.check_key(self.headers.get("Authorization"))
             body = self._read_body(app.config.max_request_bytes)
+            if path == REWARD:
+                answer = app.get_reward(body, self._client_gone)
+                status = 200
+                self._send(200, answer)
+                return
             requests, batch = app.parse(path, body)
             results = [j.to_dict() for j in app.judge_now(requests, self._client_gone)]
             status = 200
