@@ -430,6 +430,7 @@ def _to_judgment(result: DecodeResult, chat: ChatPrompt, model: str) -> Judgment
         model=model,
         think_token_ids=list(result.think_tokens),
         think_closing=result.think_closing,
+        speculative=dict(result.speculative) if result.speculative is not None else None,
     )
 
 

@@ -201,6 +201,10 @@ def combine(verdicts: list[Judgment], official_names: list[str], wall_s: float) 
     timings = Timings(**{f: sum(getattr(v.timings, f) for v in verdicts)
                          for f in Timings.__dataclass_fields__})
     timings.total_s = wall_s            # the orders may run side by side: wall time, not a sum
+    speculative = None
+    if any(v.speculative for v in verdicts):
+        speculative = {k: sum((v.speculative or {}).get(k, 0) for v in verdicts)
+                       for k in ("drafted", "accepted", "steps")}
     return replace(first, scores=scores, ranking=ranking, score_probabilities=probabilities,
                    tokens=tokens, timings=timings, orders=list(verdicts),
-                   consistency=consistency(verdicts, ranking[0]))
+                   consistency=consistency(verdicts, ranking[0]), speculative=speculative)

@@ -1,7 +1,7 @@
 """Drafts for speculative reasoning: n-gram lookup over the prompt and the reasoning so far.
 
 A judge's reasoning quotes the responses, the principle and itself ("Response model-2 says
-..."), so the tokens that followed the latest earlier occurrence of the last NGRAM tokens are a
+..."), so the tokens that followed the latest earlier occurrence of the last few tokens are a
 good guess of what comes next (prompt-lookup decoding). The guess costs nothing to make; what it
 costs is verification: the driver evaluates the draft beside the token it had to evaluate
 anyway, and on a compute-bound CPU every extra token of a batch costs time (the verify-cost
@@ -11,26 +11,36 @@ loop) doubles the length up to MAX_DRAFT, a rejection shrinks it to what was acc
 and after REJECT_PAUSE drafts in a row that were rejected outright it stays silent for PAUSE
 steps before trying again.
 
-The numbers were chosen from benchmarks/speculative.py on the 2-core reference machine (see
-benchmarks/README.md, "Speculative reasoning").
+The numbers were chosen on the 2-core reference machine by replaying the reasoning of 12
+mini-RABench judgments of the embedded model through the drafter against the measured
+verify-cost curve (a decode of n tokens there costs about 20 + 10.5 (n - 1) ms, so a drafted
+token pays only when more than half of them are accepted): longest match 4 backing off to 2,
+drafts of at most 3, and a pause after 3 outright rejections scored best (1.23x predicted;
+longer drafts and single-n lookups scored lower). See benchmarks/README.md, "Speculative
+reasoning", for what it measured.
 """
 
 from __future__ import annotations
 
-NGRAM = 3            # tokens that must match before anything is drafted
-MAX_DRAFT = 8        # most tokens in one draft
-FIRST_DRAFT = 4      # the first draft's length, before anything is known about acceptance
+NGRAM_LONGEST, NGRAM_SHORTEST = 4, 2   # match the longest context first, down to this
+MAX_DRAFT = 3        # most tokens in one draft
+FIRST_DRAFT = 1      # the first draft's length, before anything is known about acceptance
 REJECT_PAUSE = 3     # drafts rejected at their first token in a row before pausing
 PAUSE = 16           # steps without drafts after that
 
 
 class NgramDrafter:
-    """Drafts from `context` (the prompt's tokens) and every token extend() adds."""
+    """Drafts from `context` (the prompt's tokens) and every token extend() adds: the tokens
+    that followed the latest earlier occurrence of the longest suffix (NGRAM_LONGEST tokens,
+    backing off to NGRAM_SHORTEST) that occurred before."""
 
-    def __init__(self, context: list[int], ngram: int = NGRAM, max_draft: int = MAX_DRAFT):
-        self.ngram, self.max_draft = ngram, max_draft
+    def __init__(self, context: list[int], longest: int = NGRAM_LONGEST,
+                 shortest: int = NGRAM_SHORTEST, max_draft: int = MAX_DRAFT):
+        self.sizes = list(range(longest, shortest - 1, -1))
+        self.max_draft = max_draft
         self.tokens: list[int] = []
-        self.follows: dict[tuple[int, ...], int] = {}   # n-gram -> where its latest next token is
+        # n -> {n-gram: where the token after its latest occurrence is}
+        self.follows: dict[int, dict[tuple[int, ...], int]] = {n: {} for n in self.sizes}
         self.length = min(FIRST_DRAFT, max_draft)
         self.rejected_in_a_row = 0
         self.paused = 0
@@ -39,10 +49,11 @@ class NgramDrafter:
             self.extend(token)
 
     def extend(self, token: int) -> None:
-        """One more token of the sequence (the n-gram before it now has a continuation)."""
-        n = self.ngram
-        if len(self.tokens) >= n:
-            self.follows[tuple(self.tokens[-n:])] = len(self.tokens)
+        """One more token of the sequence (the n-grams before it now have a continuation)."""
+        at = len(self.tokens)
+        for n, table in self.follows.items():
+            if at >= n:
+                table[tuple(self.tokens[at - n:])] = at
         self.tokens.append(token)
 
     def propose(self, most: int) -> list[int]:
@@ -51,13 +62,15 @@ class NgramDrafter:
         if self.paused:
             self.paused -= 1
             return []
-        if most <= 0 or len(self.tokens) < self.ngram:
+        if most <= 0:
             return []
-        start = self.follows.get(tuple(self.tokens[-self.ngram:]))
-        if start is None:
-            return []
-        return self.tokens[start:start + min(self.length, most)]
-
+        for n in self.sizes:
+            if len(self.tokens) < n:
+                continue
+            start = self.follows[n].get(tuple(self.tokens[-n:]))
+            if start is not None:
+                return self.tokens[start:start + min(self.length, most)]
+        return []
     def verified(self, drafted: int, accepted: int) -> None:
         """The driver evaluated `drafted` draft tokens and `accepted` of them were sampled."""
         if drafted <= 0:
