@@ -58,15 +58,29 @@ def build_qwen_shaped(directory: Path) -> Path:
 
 
 def free_decode(judge, prompt_tokens: list[int], n: int) -> dict:
+    """Bare sampling on the engine's own context: the prompt, then n sampled tokens one decode
+    each (no decoder, no scheduler: the floor a judgment's reasoning runs at)."""
     from ra_lite.runtime.decode import SamplingSettings
+    from ra_lite.runtime.scheduler import BatchEntry
 
     engine = judge.backend.engine
-    engine.set_sampling(SamplingSettings(temperature=0.1, top_p=0.9, seed=0))
-    engine.start(prompt_tokens)
+    engine.scheduler(1).drop_retained()
+    context = engine.sequences
+    context.set_sampling(0, SamplingSettings(temperature=0.1, top_p=0.9, seed=0))
+    context.release(0, 0)
+    for start in range(0, len(prompt_tokens), context.n_batch):
+        chunk = prompt_tokens[start:start + context.n_batch]
+        last = start + len(chunk) == len(prompt_tokens)
+        context.decode([BatchEntry(0, chunk, start, 1 if last else 0)])
     started = time.perf_counter()
+    position = len(prompt_tokens)
+    row = len(prompt_tokens[(len(prompt_tokens) - 1) // context.n_batch * context.n_batch:]) - 1
     for _ in range(n):
-        engine.feed([engine.sample()])
+        token = context.sample(0, row)
+        context.decode([BatchEntry(0, [token], position, 1)])
+        position, row = position + 1, 0
     elapsed = time.perf_counter() - started
+    context.release(0, 0)
     return {"tokens": n, "seconds": elapsed, "tokens_per_s": n / elapsed}
 
 
@@ -83,17 +97,22 @@ def ra_lite_judgment(judge, think_budget: int) -> dict:
 
 def stock_grammar(judge, prompt_tokens: list[int], masked_names: list[str], thinking: bool,
                   max_tokens: int) -> dict:
-    from llama_cpp import LlamaGrammar
+    from llama_cpp import Llama, LlamaGrammar
 
     from ra_lite.grammar import AnswerError, parse_answer, to_gbnf
 
-    llm = judge.backend.engine.llm
+    # Stock llama-cpp-python: its own Llama with a full context (ra-lite's engine keeps the
+    # loader's context minimal), the prompt evaluated before the clock starts.
+    engine = judge.backend.engine
+    llm = Llama(str(engine.info.path), n_ctx=engine.n_ctx, n_threads=engine.n_threads,
+                n_threads_batch=engine.n_threads, flash_attn=True, verbose=False)
     grammar = LlamaGrammar.from_string(to_gbnf(masked_names, thinking), verbose=False)
-    judge.backend.engine.start(prompt_tokens)     # same cached prompt as the other paths
+    llm.eval(prompt_tokens)
     started = time.perf_counter()
     out = llm.create_completion(prompt=prompt_tokens, grammar=grammar, max_tokens=max_tokens,
                                 temperature=0.1, top_p=0.9, top_k=50, seed=0)
     elapsed = time.perf_counter() - started
+    llm.close()
     n = out["usage"]["completion_tokens"]
     text = out["choices"][0]["text"]
     try:
@@ -109,8 +128,7 @@ def stock_grammar(judge, prompt_tokens: list[int], masked_names: list[str], thin
 def latency(judge, think_budget: int) -> dict:
     """First judgment on a fresh context, then the same principle with other responses, then
     the identical request again."""
-    engine = judge.backend.engine
-    engine.llm.n_tokens = 0          # forget the KV cache: a cold first judgment
+    judge.backend.engine.scheduler(1).drop_retained()   # a cold first judgment
     runs = {}
     for label, responses in (("first", RESPONSES), ("same_principle_new_responses", OTHER_RESPONSES),
                              ("identical_request", OTHER_RESPONSES)):

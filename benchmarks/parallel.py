@@ -76,7 +76,7 @@ def decode_ceiling(judge, slot_counts, steps: int = 48, extra_context: int = 200
     context_tokens = prefix + filler[:extra_context]
     rows = []
     for p in slot_counts:
-        context = MultiSequenceContext(engine, max(p, 2))
+        context = MultiSequenceContext(engine.llm, engine.n_ctx, max(p, 2))
         try:
             context.load_prefix(context_tokens)
             for slot in range(p):
@@ -84,7 +84,7 @@ def decode_ceiling(judge, slot_counts, steps: int = 48, extra_context: int = 200
             position, token = len(context_tokens), context_tokens[-1]
             started = time.perf_counter()
             for k in range(steps):
-                status = context.decode([BatchEntry(slot, [token], position + k, True)
+                status = context.decode([BatchEntry(slot, [token], position + k, 1)
                                          for slot in range(p)])
                 if status != 0:
                     raise SystemExit(f"llama_decode failed (status {status}) at P={p}")

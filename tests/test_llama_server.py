@@ -142,14 +142,14 @@ def test_two_servers_one_killed_mid_batch_every_record_once_and_valid(binary, em
     try:
         notices = []
         judge = load_remote([first.url, second.url], template=str(embedded_path),
-                            options=JudgeOptions(think_budget=48, temperature=0.5),
+                            options=JudgeOptions(think_budget=32, temperature=0.5),
                             notify=notices.append)
         assert isinstance(judge.backend, ServerPool) and judge.backend.slots() == 4
         src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
         src.write_text("".join(json.dumps({"id": f"q{i}", "principle": "Be correct.",
                                            "prompt": f"{i}*2?",
                                            "responses": {"a": str(2 * i), "b": str(2 * i + 1)}})
-                               + "\n" for i in range(16)))
+                               + "\n" for i in range(12)))
 
         def kill_when_started():
             deadline = time.time() + 300
@@ -166,7 +166,7 @@ def test_two_servers_one_killed_mid_batch_every_record_once_and_valid(binary, em
         assert first.proc.returncode is not None, "the first server was never killed"
         records = [json.loads(line) for line in out.read_text().splitlines()]
         ids = [r["id"] for r in records]
-        assert sorted(ids) == sorted(f"q{i}" for i in range(16)) and len(ids) == 16
+        assert sorted(ids) == sorted(f"q{i}" for i in range(12)) and len(ids) == 12
         assert summary.errors == 0 and not any("error" in r for r in records)
         for r in records:
             scores = r["results"]["scores"]
@@ -175,7 +175,10 @@ def test_two_servers_one_killed_mid_batch_every_record_once_and_valid(binary, em
             assert ranked == sorted(ranked, reverse=True)
         assert any("taken out of rotation" in n for n in notices)
         pool = {s.backend.base_url: s for s in judge.backend.servers}
-        assert not pool[first.url].ready and pool[second.url].judged >= 13
+        assert not pool[first.url].ready and pool[second.url].judged > 0
+        # Every judgment completed once, on one server or the other (the dead one's in-flight
+        # judgments were started again on the live one, not counted twice).
+        assert pool[first.url].judged + pool[second.url].judged == 12
     finally:
         first.stop()
         second.stop()

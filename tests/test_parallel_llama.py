@@ -39,8 +39,8 @@ def assert_valid(judgment, request: JudgeRequest):
     assert ranked == sorted(ranked, reverse=True)          # ranking consistent with the scores
 
 
-@pytest.mark.parametrize("model, slot_counts", [("smollm_judge", range(1, 9)),
-                                                ("random_judge", range(1, 9))])
+@pytest.mark.parametrize("model, slot_counts", [("smollm_judge", (1, 2, 3, 5, 8)),
+                                                ("random_judge", (1, 2, 4, 7))])
 def test_every_parallel_judgment_is_valid_and_in_request_order(model, slot_counts, request):
     judge = request.getfixturevalue(model)
     options = JudgeOptions(think_budget=4, temperature=0.7, seed=3)

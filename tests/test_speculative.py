@@ -182,9 +182,9 @@ def test_greedy_judgments_agree_with_and_without_speculation(smollm_judge):
     from ra_lite.judge import JudgeOptions
     from ra_lite.request import JudgeRequest
 
-    items = load_items("quick").items[:6]
-    off = JudgeOptions(think_budget=96, temperature=0.0)
-    on = JudgeOptions(think_budget=96, temperature=0.0, speculative=True)
+    items = load_items("quick").items[:3]
+    off = JudgeOptions(think_budget=48, temperature=0.0)
+    on = JudgeOptions(think_budget=48, temperature=0.0, speculative=True)
     scheduler = smollm_judge.backend.engine.scheduler
     drafted, repeat_equal = 0, 0
     for item in items:

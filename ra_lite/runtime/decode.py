@@ -300,7 +300,9 @@ def judgment_steps(vocab: Vocabulary, prompt_tokens: list[int], masked_names: li
     rng = np.random.default_rng(settings.seed)
     started = time.perf_counter()
     reused = yield Start(list(prompt_tokens))
-    prefilled = time.perf_counter()
+    # The driver evaluates the prompt with the first step that needs it: the prefill ends when
+    # that step's answer arrives.
+    clock: dict[str, float] = {}
 
     out = _Emitter(vocab)
     reasoning, think_tokens, closing, think_end = "", [], "", "off"
@@ -313,8 +315,8 @@ def judgment_steps(vocab: Vocabulary, prompt_tokens: list[int], masked_names: li
             from ra_lite.runtime.drafts import NgramDrafter
 
             drafts = NgramDrafter(prompt_tokens)
-        reasoning, think_tokens, closing, think_end = yield from _think(
-            vocab, out, think_budget, forcing, on_reasoning, repetition_guard, drafts)
+        reasoning, think_tokens, closing, think_end = yield from _stamped(_think(
+            vocab, out, think_budget, forcing, on_reasoning, repetition_guard, drafts), clock)
     thought = time.perf_counter()
 
     grammar = AnswerGrammar(masked_names)
@@ -325,23 +327,37 @@ def judgment_steps(vocab: Vocabulary, prompt_tokens: list[int], masked_names: li
             out.force(step.text)
             continue
         target = None if forcing is None else _replay_target(step, forcing)
-        chosen, options, probs = yield from out.decide(step.options, pick, target)
+        chosen, options, probs = yield from _stamped(out.decide(step.options, pick, target),
+                                                     clock)
         grammar.choose(chosen)
         records.append(ChoiceRecord(step.kind, step.key, [o.strip().strip('"') for o in options],
                                     probs, chosen.strip().strip('"')))
     out.finish()
     done = time.perf_counter()
-
+    prefilled = clock.get("first_answer", done)    # with thinking off, inside the answer
+    answering = max(thought, prefilled)
     return DecodeResult(
         text="".join(out.text_parts), reasoning=reasoning, scores=dict(grammar.scores),
         ranking=list(grammar.ranking), choices=records, think_tokens=think_tokens,
         think_closing=closing, think_end=think_end, prompt_tokens=len(prompt_tokens),
         prompt_tokens_reused=reused, answer_tokens=out.tokens_committed,
         answer_tokens_evaluated=out.tokens_evaluated,
-        timings={"prefill_s": prefilled - started, "think_s": thought - prefilled,
-                 "answer_s": done - thought, "total_s": done - started},
+        timings={"prefill_s": prefilled - started, "think_s": max(0.0, thought - prefilled),
+                 "answer_s": done - answering, "total_s": done - started},
         speculative=drafts.counts() if drafts is not None else None,
     )
+
+
+def _stamped(steps, clock: dict):
+    """Forward a step generator, noting when its first answer arrives (the prefill's end)."""
+    answer = None
+    while True:
+        try:
+            step = steps.send(answer)
+        except StopIteration as done:
+            return done.value
+        answer = yield step
+        clock.setdefault("first_answer", time.perf_counter())
 
 
 def _replay_target(step: Choice, forcing: Forcing) -> str:
