@@ -18,8 +18,9 @@ model load:
 * with --parallel auto (the slots that fit the budget), off and on: beside batching the
   scheduler verifies no drafts (max_drafting_slots), and with that cap lifted, what drafting
   beside a batch would cost;
-* llama-server's own n-gram speculation (--spec-type ngram-mod) on the same prompts, one slot,
-  its reported generation tokens/s with and without it (the head-to-head's anchor).
+* llama-server's own n-gram speculation (--spec-type ngram-mod) on the same prompts (the first
+  --server-items, at most --server-max-tokens each, as it generates without a grammar), one
+  slot, its reported generation tokens/s with and without it (the head-to-head's anchor).
 """
 
 from __future__ import annotations
@@ -182,6 +183,9 @@ def main() -> None:
                         help="items for the side-by-side rows (0: skip them)")
     parser.add_argument("--skip-qwen", action="store_true")
     parser.add_argument("--skip-server", action="store_true")
+    parser.add_argument("--server-items", type=int, default=10)
+    parser.add_argument("--server-max-tokens", type=int, default=256,
+                        help="llama-server writes freely without a grammar: cap it")
     parser.add_argument("-o", "--output", type=Path)
     args = parser.parse_args()
 
@@ -196,8 +200,8 @@ def main() -> None:
                       args.think_budget, args.threads, parallel_check=args.parallel_items)]
     server = None
     if not args.skip_server:
-        server = server_ngram(embedded_model_path(), items[:args.items], args.think_budget,
-                              args.threads)
+        server = server_ngram(embedded_model_path(), items[:args.server_items],
+                              args.server_max_tokens, args.threads)
     if not args.skip_qwen:
         from judge_speed import build_qwen_shaped
 

@@ -224,6 +224,13 @@ def judge_options(think_budget, no_think, temperature, top_p, seed, repetition_g
                         speculative=speculative)
 
 
+def options_of(settings: dict):
+    """JudgeOptions from a command's model + generation settings (what load_judge gets)."""
+    return judge_options(settings["think_budget"], settings["no_think"], settings["temperature"],
+                         settings["top_p"], settings["seed"], settings["repetition_guard"],
+                         settings["orders"], settings["speculative"])
+
+
 def parse_response_flag(value: str) -> tuple[str, str]:
     name, sep, text = value.partition("=")
     if not sep or not name:
@@ -307,10 +314,7 @@ def judge(request_file, principle, prompt_text, response_flags, as_json, stream,
     check_remote_flags(settings)
     if stream is None:
         stream = _is_terminal(sys.stderr)
-    options = judge_options(settings["think_budget"], settings["no_think"],
-                            settings["temperature"], settings["top_p"], settings["seed"],
-                            settings["repetition_guard"], settings["orders"],
-                            settings["speculative"])
+    options = options_of(settings)
     store, cache = open_cache(use_cache, settings["model"], bool(settings["remote"]))
     with contextlib.ExitStack() as stack:
         if store is not None:
@@ -443,10 +447,7 @@ def batch(input_file, output, fail_under, target, summary_path, junit_path, prog
 
     parse_parallel(parallel)                   # a bad value fails before anything loads
     check_remote_flags(settings)
-    options = judge_options(settings["think_budget"], settings["no_think"],
-                            settings["temperature"], settings["top_p"], settings["seed"],
-                            settings["repetition_guard"], settings["orders"],
-                            settings["speculative"])
+    options = options_of(settings)
     store, cache = open_cache(use_cache, settings["model"], bool(settings["remote"]))
     with contextlib.ExitStack() as stack:
         if store is not None:

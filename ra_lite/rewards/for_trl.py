@@ -22,17 +22,39 @@ event loop is never blocked and a remote GPU box judges while the policy generat
 from __future__ import annotations
 
 import asyncio
+import threading
 
 from ra_lite.errors import RaLiteError
-from ra_lite.rewards.core import (MAX_GROUP, RewardStats, judge_plan, plan_rewards,
-                                  principles_for)
+from ra_lite.rewards.core import MAX_GROUP, judge_plan, plan_rewards, principles_for
 
 
-def _log(log_metric, stats: RewardStats) -> None:
-    if log_metric is None:
-        return
-    for name, value in stats.metrics().items():
-        log_metric(name, float(value))
+class _Batch:
+    """What both adapters do around the judging: a TRL call's arguments to a RewardPlan, and
+    the plan's outcomes to rewards, logged through TRL's callbacks."""
+
+    def __init__(self, principle, principle_key, max_group: int, name: str):
+        if principle is None and principle_key is None:
+            raise RaLiteError("no principle for the reward",
+                              "pass principle='...' or principle_key='<dataset column>'")
+        self.principle, self.principle_key = principle, principle_key
+        self.max_group, self.name = max_group, name
+
+    def plan(self, prompts, completions, columns: dict):
+        completions = list(completions or [])
+        prompts = list(prompts) if prompts is not None else [""] * len(completions)
+        principles = principles_for(len(completions), self.principle, self.principle_key,
+                                    columns)
+        return plan_rewards(prompts, completions, principles, max_group=self.max_group)
+
+    def finish(self, reward, plan, outcomes, log_metric, log_extra) -> list:
+        rewards = plan.rewards(list(outcomes))
+        if log_metric is not None:
+            for metric, value in plan.stats.metrics().items():
+                log_metric(metric, float(value))
+        if log_extra is not None:           # a column of the completions table
+            log_extra(self.name, rewards)
+        reward.last_stats = plan.stats
+        return rewards
 
 
 def trl(judge, principle: str | None = None, principle_key: str | None = None, *,
@@ -42,23 +64,13 @@ def trl(judge, principle: str | None = None, principle_key: str | None = None, *
     principle: one principle for every sample; principle_key: the dataset column that holds
     each sample's principle instead. options: JudgeOptions (default: the judge's); orders > 1
     there makes each reward independent of where the judge saw the completion."""
-    if principle is None and principle_key is None:
-        raise RaLiteError("no principle for the reward",
-                          "pass principle='...' or principle_key='<dataset column>'")
+    batch = _Batch(principle, principle_key, max_group, name)
 
     def reward(prompts=None, completions=None, completion_ids=None, trainer_state=None,
                log_extra=None, log_metric=None, **columns):
-        completions = list(completions or [])
-        prompts = list(prompts) if prompts is not None else [""] * len(completions)
-        plan = plan_rewards(prompts, completions,
-                            principles_for(len(completions), principle, principle_key, columns),
-                            max_group=max_group)
-        rewards = plan.rewards(judge_plan(judge, plan, options, parallel))
-        _log(log_metric, plan.stats)
-        if log_extra is not None:           # a column of the completions table
-            log_extra(name, rewards)
-        reward.last_stats = plan.stats
-        return rewards
+        plan = batch.plan(prompts, completions, columns)
+        return batch.finish(reward, plan, judge_plan(judge, plan, options, parallel),
+                            log_metric, log_extra)
 
     reward.__name__ = reward.__qualname__ = name      # TRL names its reward columns by it
     reward.last_stats = None
@@ -74,35 +86,24 @@ def trl_async(server_url: str, principle: str | None = None, principle_key: str 
     from ra_lite.rewards.core import scores_of, think_tokens_of
     from ra_lite.rewards.server_client import RewardServerClient
 
-    if principle is None and principle_key is None:
-        raise RaLiteError("no principle for the reward",
-                          "pass principle='...' or principle_key='<dataset column>'")
+    batch = _Batch(principle, principle_key, max_group, name)
     client = RewardServerClient(server_url, api_key, timeout)
-
-    def judged(request) -> dict:
-        judgment = client.judge_request(request)
-        reward.think_tokens += think_tokens_of(judgment)
-        return scores_of(judgment)
 
     async def reward(prompts=None, completions=None, completion_ids=None, trainer_state=None,
                      log_extra=None, log_metric=None, **columns):
-        completions = list(completions or [])
-        prompts = list(prompts) if prompts is not None else [""] * len(completions)
-        plan = plan_rewards(prompts, completions,
-                            principles_for(len(completions), principle, principle_key, columns),
-                            max_group=max_group)
-        reward.think_tokens = 0
+        plan = batch.plan(prompts, completions, columns)
+        lock = threading.Lock()
+
+        def judged(request) -> dict:
+            judgment = client.judge_request(request)
+            with lock:                      # the requests run on worker threads
+                plan.stats.think_tokens += think_tokens_of(judgment)
+            return scores_of(judgment)
+
         outcomes = await asyncio.gather(*(asyncio.to_thread(judged, r) for r in plan.requests),
                                         return_exceptions=True)
-        plan.stats.think_tokens = reward.think_tokens
-        rewards = plan.rewards(list(outcomes))
-        _log(log_metric, plan.stats)
-        if log_extra is not None:
-            log_extra(name, rewards)
-        reward.last_stats = plan.stats
-        return rewards
+        return batch.finish(reward, plan, outcomes, log_metric, log_extra)
 
     reward.__name__ = reward.__qualname__ = name
     reward.last_stats = None
-    reward.think_tokens = 0
     return reward
