@@ -51,12 +51,25 @@ def build_models(tmp: Path, threads: int) -> tuple[Path, dict[str, Path]]:
     return reference, models
 
 
+def quick_subset(n: int, path: Path) -> Path:
+    """The first n quick-set items as a JSONL file, lines exactly as bundled."""
+    from ra_lite.bench.dataset import FULL_FILE, _bundled_text, quick_ids
+
+    wanted = quick_ids()[:n]
+    by_id = {json.loads(line)["id"]: line for line in _bundled_text(FULL_FILE).splitlines()
+             if line.strip()}
+    path.write_text("".join(by_id[i] + "\n" for i in wanted), encoding="utf-8")
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--think-budget", type=int, default=256)
     parser.add_argument("--think-budgets", default="0,64,256")
     parser.add_argument("--orders", type=int, default=3)
     parser.add_argument("--data", default="quick")
+    parser.add_argument("--items", type=int, default=None,
+                        help="only the first N items of the quick set (a bounded run)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("-o", "--output", type=Path)
     args = parser.parse_args()
@@ -69,6 +82,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         reference, models = build_models(tmp, args.threads)
+        if args.items is not None:
+            args.data = str(quick_subset(args.items, tmp / "items.jsonl"))
+            result["items"] = args.items
         paths = [str(p) for p in models.values()]
         labels = {Path(p).name: name for name, p in models.items()}
         labels[reference.name] = "F32 (reference)"

@@ -114,7 +114,11 @@ def run_model(label, model, items, think_budget, threads, parallel_check) -> dic
     on = replace(off, speculative=True)
     try:
         curve = verify_curve(judge)
-        judge_all(judge, requests[:1], off)           # warm: the prefix in place for both
+        # Warm with a request outside the measured set: the chat header and system prompt in
+        # place for both runs, and no measured prompt left in the cells (that would hand the
+        # first run one free prefill).
+        judge_all(judge, [JudgeRequest.create("Warm up.", "Warm up?", {"a": "Yes.", "b": "No."})],
+                  off)
         row = {"model": label, "items": len(items), "think_budget": think_budget,
                "verify_cost": curve, "one_at_a_time": compare(judge_all(judge, requests, off),
                                                               judge_all(judge, requests, on))}

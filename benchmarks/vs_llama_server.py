@@ -14,8 +14,9 @@ route, one route at a time:
    /v1/chat/completions by 4 concurrent clients, with a GBNF grammar a careful user would write
    from the answer's JSON schema (a <think> block, as RewardAnything always writes one, then
    exactly the request's keys, integers 1-5, a best-to-worst list of N names; a CFG can enforce
-   neither "each name once" nor "the ranking follows the scores"; nothing can close a think
-   block at a budget), max_tokens = think budget + room for the answer, parsed
+   neither "each name once" nor "the ranking follows the scores"; a grammar counts characters,
+   not tokens, so the think block is bounded at CHARS_PER_TOKEN characters per budget token),
+   max_tokens = that bound + room for the answer (so the answer always fits), parsed
    the way the official rewardanything package parses (strip <think>, strip code fences,
    json.loads, then a quote fix, then the outermost braces; empty results on failure);
 4. the same as 3 on a llama-server with its n-gram speculation on (--spec-type ngram-mod), the
@@ -48,7 +49,10 @@ SLOTS = 4
 
 
 # --- the hand-rolled route --------------------------------------------------------------------
-def hand_grammar(names: list[str]) -> str:
+CHARS_PER_TOKEN = 4     # English text; the usual rule of thumb
+
+
+def hand_grammar(names: list[str], think_chars: int) -> str:
     """The answer's JSON schema as GBNF, written as a user would (not ra-lite's grammar)."""
     quoted = [f'"\\"{n}\\""' for n in names]
     scores = ' ws "," ws '.join(f'{q} ws ":" ws digit' for q in quoted)
@@ -56,7 +60,7 @@ def hand_grammar(names: list[str]) -> str:
     return "\n".join([
         'root ::= think ws answer',
         'think ::= "<think>" thought "</think>"',
-        'thought ::= ([^<] | "<" [^/])*',
+        f'thought ::= ([^<] | "<" [^/]){{0,{think_chars}}}',
         'answer ::= "{" ws "\\"scores\\"" ws ":" ws "{" ws ' + scores + ' ws "}" ws "," ws '
         '"\\"best-to-worst\\"" ws ":" ws "[" ws ' + ranking + ' ws "]" ws "}"',
         'digit ::= [1-5]',
@@ -99,7 +103,9 @@ def hand_rolled(url: str, item, think_budget: int) -> dict:
     names = chat.masked_names
     data = post(url + "/v1/chat/completions", {
         "messages": chat.messages, "temperature": 0.1, "top_p": 0.9, "top_k": 50, "seed": 0,
-        "max_tokens": think_budget + 24 * len(names) + 32, "grammar": hand_grammar(names)})
+        # At worst one token per character of thought, then the answer.
+        "max_tokens": CHARS_PER_TOKEN * think_budget + 24 * len(names) + 32,
+        "grammar": hand_grammar(names, CHARS_PER_TOKEN * think_budget)})
     text = data["choices"][0]["message"].get("content") or ""
     reasoning = data["choices"][0]["message"].get("reasoning_content") or ""
     parsed = official_parse(text if not reasoning else f"<think>{reasoning}</think>{text}")

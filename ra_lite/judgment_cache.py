@@ -3,8 +3,8 @@
 A judgment is stored under a key that covers everything that decides it:
 - the model's identity: the sha256 of the whole GGUF (ra_lite.file_hash, hashed once per file
   version), never its path or name;
-- every generation setting that changes the verdict: think budget, temperature, top-p, seed,
-  repetition guard, response orders and speculation (speculation keeps the output distribution,
+- every generation setting that changes the verdict: think budget, temperature, top-p and seed
+  (not read by greedy decoding, so not in a greedy key), repetition guard, response orders and speculation (speculation keeps the output distribution,
   but like any change of batch shape it changes llama.cpp's float sums, so it is kept apart);
 - the exact request: principle, prompt, and the responses with their names in their order (the
   order decides the official masking);
@@ -61,9 +61,15 @@ def runtime_id() -> str:
 
 
 def settings_of(options) -> dict:
-    """The JudgeOptions fields that decide a verdict (all of them, today)."""
-    return {"think_budget": options.think_budget, "temperature": options.temperature,
-            "top_p": options.top_p, "seed": options.seed,
+    """The JudgeOptions fields that decide a verdict.
+
+    Greedy decoding (temperature 0) reads neither the seed nor top-p, so they are left out
+    there: a greedy CI job that changes only its seed still hits.
+    """
+    greedy = options.temperature <= 0
+    return {"think_budget": options.think_budget,
+            "temperature": 0.0 if greedy else options.temperature,
+            "top_p": None if greedy else options.top_p, "seed": None if greedy else options.seed,
             "repetition_guard": options.repetition_guard, "orders": options.orders,
             "speculative": options.speculative}
 

@@ -50,6 +50,14 @@ def test_every_setting_that_changes_the_verdict_is_in_the_key(change):
         request_key(SHA, replace(JudgeOptions(), **change), REQUEST)
 
 
+def test_greedy_keys_leave_out_what_greedy_decoding_never_reads():
+    greedy = replace(JudgeOptions(), temperature=0.0)
+    key = request_key(SHA, greedy, REQUEST)
+    assert request_key(SHA, replace(greedy, seed=7, top_p=0.5), REQUEST) == key
+    assert request_key(SHA, replace(greedy, think_budget=7), REQUEST) != key
+    assert request_key(SHA, replace(greedy, temperature=0.1), REQUEST) != key
+
+
 def test_the_model_and_every_part_of_the_request_are_in_the_key():
     base = request_key(SHA, JudgeOptions(), REQUEST)
     assert request_key("b" * 64, JudgeOptions(), REQUEST) != base

@@ -66,17 +66,12 @@ def run(engine, prompt, names, speculative, budget=60, guard=True, on_reasoning=
 
 def _recorded(steps, record):
     """Forward every step and answer, noting (draft verified, tokens answered) for Samples."""
-    from ra_lite.runtime.decode import Sample
+    from ra_lite.runtime.decode import Sample, forwarded
 
-    answer = None
-    while True:
-        try:
-            step = steps.send(answer)
-        except StopIteration as done:
-            return done.value
-        answer = yield step
+    def note(step, answer):
         if record is not None and isinstance(step, Sample):
             record.append((step.verified, len(answer)))
+    return forwarded(steps, note)
 
 
 def names(n):

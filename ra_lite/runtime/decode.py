@@ -348,8 +348,12 @@ def judgment_steps(vocab: Vocabulary, prompt_tokens: list[int], masked_names: li
     )
 
 
-def _stamped(steps, clock: dict):
-    """Forward a step generator, noting when its first answer arrives (the prefill's end)."""
+def forwarded(steps, on_answer):
+    """Forward a step generator unchanged, calling on_answer(step, answer) after each answer.
+
+    One way to watch a judgment's steps from outside (timing here, tests' records) without a
+    second copy of the send/yield protocol.
+    """
     answer = None
     while True:
         try:
@@ -357,7 +361,13 @@ def _stamped(steps, clock: dict):
         except StopIteration as done:
             return done.value
         answer = yield step
-        clock.setdefault("first_answer", time.perf_counter())
+        on_answer(step, answer)
+
+
+def _stamped(steps, clock: dict):
+    """Forward a step generator, noting when its first answer arrives (the prefill's end)."""
+    return forwarded(steps, lambda step, answer: clock.setdefault("first_answer",
+                                                                  time.perf_counter()))
 
 
 def _replay_target(step: Choice, forcing: Forcing) -> str:
