@@ -16,12 +16,13 @@ step's wall time.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from results_file import save_result
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -144,9 +145,7 @@ def main() -> None:
               f"{f(row['reward_std'])} | {f(row['ra_lite_judgments'], 0)} | "
               f"{f(row['ra_lite_failures'], 0)} | {f(row['judge_seconds'], 1)} | "
               f"{f(row['step_seconds'], 1)} | {f(row['judge_share_of_step'], 2)} |")
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(result, indent=2) + "\n")
+    save_result(args.output, result)
 
 
 if __name__ == "__main__":

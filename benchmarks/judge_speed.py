@@ -16,12 +16,13 @@ Measures, in one process on one loaded model:
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from results_file import save_result
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -68,13 +69,9 @@ def free_decode(judge, prompt_tokens: list[int], n: int) -> dict:
     context = engine.sequences
     context.set_sampling(0, SamplingSettings(temperature=0.1, top_p=0.9, seed=0))
     context.release(0, 0)
-    for start in range(0, len(prompt_tokens), context.n_batch):
-        chunk = prompt_tokens[start:start + context.n_batch]
-        last = start + len(chunk) == len(prompt_tokens)
-        context.decode([BatchEntry(0, chunk, start, 1 if last else 0)])
+    row = context.prefill(0, prompt_tokens, logits=True)
     started = time.perf_counter()
     position = len(prompt_tokens)
-    row = len(prompt_tokens[(len(prompt_tokens) - 1) // context.n_batch * context.n_batch:]) - 1
     for _ in range(n):
         token = context.sample(0, row)
         context.decode([BatchEntry(0, [token], position, 1)])
@@ -186,9 +183,7 @@ def main() -> None:
                 "stock_grammar_answer_only"):
         results[key]["vs_free_decode"] = results[key]["tokens_per_s"] / free
     print_table(results)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(results, indent=2) + "\n")
+    save_result(args.output, results)
 
 
 def print_table(r: dict) -> None:

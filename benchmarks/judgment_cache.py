@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results_file import save_result
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -67,9 +69,7 @@ def main() -> None:
         print(f"| {r['run']} | {r['seconds']:.1f} | {r['from_cache']}/{r['requests']} | "
               f"{100 * r['hit_rate']:.0f}% | {'yes' if r['model_loaded'] else 'no'} |")
     print(f"\nsecond run: {result['x_second_vs_first']:.1f}x faster than the first")
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(result, indent=2) + "\n")
+    save_result(args.output, result)
 
 
 if __name__ == "__main__":

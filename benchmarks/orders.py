@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results_file import save_result
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -154,9 +156,7 @@ def main() -> None:
               f"{pct(row['aggregates']['pairwise_accuracy'])} | "
               f"{pct(row['agreement_with_reference_at_max_budget'])} | "
               f"{row['mean_think_tokens']:.0f} | {row['mean_seconds_per_judgment']:.2f} |")
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(result, indent=2) + "\n")
+    save_result(args.output, result)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results_file import save_result
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -173,9 +175,7 @@ def main() -> None:
               f"{r['x_tokens_vs_p1']:.2f} | {r['evaluated_tokens_per_s']:.1f} | "
               f"{r['x_evaluated_vs_p1']:.2f} | {r['errors']} | "
               f"{r['bare_decode_tokens_per_s']:.1f} | {r['x_bare_decode_vs_p1']:.2f} |")
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(result, indent=2) + "\n")
+    save_result(args.output, result)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from results_file import save_result
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -96,9 +97,7 @@ def main() -> None:
     for r in rows:
         print(f"| {r['route']} | {r['seconds']:.1f} | {r['rewards_per_s']:.2f} | "
               f"{r['x_vs_parallel_1']:.2f} | {r['unscored']} |")
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(result, indent=2) + "\n")
+    save_result(args.output, result)
 
 
 if __name__ == "__main__":

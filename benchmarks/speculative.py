@@ -36,6 +36,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from results_file import save_result
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -46,13 +48,11 @@ def verify_curve(judge, sizes=(1, 2, 3, 4, 8, 16), repeats: int = 9) -> list[dic
 
     engine = judge.backend.engine
     context = engine.sequences
-    judge.backend.shared_prefix_tokens()
     engine.scheduler(1).drop_retained()            # a free sequence 0 (slot 0) to measure in
     prefix = judge.backend.shared_prefix_tokens()
     tokens = (prefix * (700 // max(len(prefix), 1) + 1))[:700]
     context.release(0, 0)
-    for start in range(0, len(tokens), context.n_batch):
-        context.decode([BatchEntry(0, tokens[start:start + context.n_batch], start, 0)])
+    context.prefill(0, tokens)
     rows, base = [], None
     for k in sizes:
         times = []
@@ -240,9 +240,7 @@ def main() -> None:
     if server:
         print("\nllama-server ngram-mod: " + ", ".join(
             f"{r['speculation']} {r['generation_tokens_per_s']:.1f} tok/s" for r in server))
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    save_result(args.output, result, default=str)
 
 
 if __name__ == "__main__":

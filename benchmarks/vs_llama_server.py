@@ -42,6 +42,8 @@ from concurrent.futures import ThreadPoolExecutor
 from itertools import combinations
 from pathlib import Path
 
+from results_file import save_result
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
@@ -240,9 +242,7 @@ def main() -> None:
         print(f"| {r['route']} | {r['judgments_per_s']:.3f} | {r['generated_tokens_per_s']:.1f} | "
               f"{100 * r['valid_rate']:.0f} | {r['inconsistent_rankings']} | "
               f"{'–' if agree is None else f'{100 * agree:.0f}'} |")
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(result, indent=2) + "\n")
+    save_result(args.output, result)
 
 
 if __name__ == "__main__":

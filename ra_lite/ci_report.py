@@ -11,13 +11,12 @@ its properties. Both are written atomically, and a path that cannot be written i
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
 from ra_lite.errors import RaLiteError
+from ra_lite.file_hash import write_atomic
 
 LOWEST_SHOWN = 5
 
@@ -138,15 +137,7 @@ def write_text(path: Path, text: str) -> None:
     """Write a report whole (temp file + rename), naming the path when it cannot be."""
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, text.encode("utf-8"))
     except OSError as e:
         raise write_error(path, e) from None
 

@@ -4,8 +4,9 @@ A judgment is stored under a key that covers everything that decides it:
 - the model's identity: the sha256 of the whole GGUF (ra_lite.file_hash, hashed once per file
   version), never its path or name;
 - every generation setting that changes the verdict: think budget, temperature, top-p and seed
-  (not read by greedy decoding, so not in a greedy key), repetition guard, response orders and speculation (speculation keeps the output distribution,
-  but like any change of batch shape it changes llama.cpp's float sums, so it is kept apart);
+  (greedy decoding reads neither, so a greedy key leaves them out), repetition guard, response
+  orders and speculation (speculation keeps the output distribution, but like any change of
+  batch shape it changes llama.cpp's float sums, so it is kept apart);
 - the exact request: principle, prompt, and the responses with their names in their order (the
   order decides the official masking);
 - the runtime: llama-cpp-python's version and FORMAT, bumped whenever ra-lite's prompt, grammar

@@ -203,8 +203,8 @@ def combine(verdicts: list[Judgment], official_names: list[str], wall_s: float) 
     timings.total_s = wall_s            # the orders may run side by side: wall time, not a sum
     speculative = None
     if any(v.speculative for v in verdicts):
-        speculative = {k: sum((v.speculative or {}).get(k, 0) for v in verdicts)
-                       for k in ("drafted", "accepted", "steps")}
+        counted = [v.speculative for v in verdicts if v.speculative]   # NgramDrafter.counts()
+        speculative = {k: sum(c.get(k, 0) for c in counted) for k in counted[0]}
     return replace(first, scores=scores, ranking=ranking, score_probabilities=probabilities,
                    tokens=tokens, timings=timings, orders=list(verdicts),
                    consistency=consistency(verdicts, ranking[0]), speculative=speculative)

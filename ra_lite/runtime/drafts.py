@@ -71,6 +71,7 @@ class NgramDrafter:
             if start is not None:
                 return self.tokens[start:start + min(self.length, most)]
         return []
+
     def verified(self, drafted: int, accepted: int) -> None:
         """The driver evaluated `drafted` draft tokens and `accepted` of them were sampled."""
         if drafted <= 0:

@@ -74,12 +74,7 @@ class MultiSequenceContext:
             return
         if cache is not None:
             self._cache_event(cache, len(tokens))      # a miss, or a damaged file rejected
-        for start in range(0, len(tokens), self.n_batch):
-            chunk = tokens[start:start + self.n_batch]
-            status = self.decode([BatchEntry(-1, chunk, start)])
-            if status != 0:
-                raise RaLiteError(f"llama_decode failed on the shared prompt prefix "
-                                  f"(status {status})", "raise --n-ctx or lower --parallel")
+        self.prefill(-1, tokens, "the shared prompt prefix")
         if cache is not None:
             cache.store(self.ctx, tokens, PREFIX_SEQ)
             self._cache_event(cache, len(tokens))
@@ -111,6 +106,22 @@ class MultiSequenceContext:
         self._lib.llama_memory_seq_rm(self._memory, slot + 1, from_pos, -1)
 
     # --- decoding -----------------------------------------------------------------------------
+    def prefill(self, slot: int, tokens: list[int], what: str = "a prompt",
+                logits: bool = False) -> int:
+        """Evaluate `tokens` into `slot` (-1: the prefix sequence) from position 0, n_batch at a
+        time; with `logits`, the last token's are kept. Returns that token's row in the last
+        batch (for sample())."""
+        row = 0
+        for start in range(0, len(tokens), self.n_batch):
+            chunk = tokens[start:start + self.n_batch]
+            last = start + len(chunk) == len(tokens)
+            status = self.decode([BatchEntry(slot, chunk, start, 1 if logits and last else 0)])
+            if status != 0:
+                raise RaLiteError(f"llama_decode failed on {what} (status {status})",
+                                  "raise --n-ctx or lower --parallel")
+            row = len(chunk) - 1
+        return row
+
     def decode(self, entries: list[BatchEntry]) -> int:
         """One llama_decode over every entry (slot -1 is the prefix sequence); logits only for
         each entry's last n_outputs tokens (never for a whole prompt)."""
