@@ -7,6 +7,7 @@ import itertools
 import json
 import math
 import random
+from dataclasses import replace
 
 import pytest
 from click.testing import CliRunner
@@ -287,3 +288,14 @@ def test_orders_on_llama_cpp_share_the_prompt_and_stay_valid(smollm_judge):
                       "What is the capital of France?"),
         JudgeOptions(think_budget=16, temperature=0.0))
     assert single.masked_to_real == result.orders[0].masked_to_real
+
+
+def test_the_aggregate_counts_every_orders_drafts():
+    rng = random.Random(5)
+    names = ["a", "b", "c"]
+    verdicts = [replace(random_verdict(names, rng), speculative=counts) for counts in
+                ({"drafted": 5, "accepted": 3, "steps": 9}, None,
+                 {"drafted": 2, "accepted": 2, "steps": 4})]
+    assert combine(verdicts, names, 1.0).speculative == {"drafted": 7, "accepted": 5, "steps": 13}
+    plain = [replace(v, speculative=None) for v in verdicts]
+    assert combine(plain, names, 1.0).speculative is None
