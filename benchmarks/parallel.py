@@ -69,7 +69,7 @@ def measure(judge, requests: Path, work: Path, options, parallel: int) -> dict:
 
 def decode_ceiling(judge, slot_counts, steps: int = 48, extra_context: int = 200) -> list[dict]:
     """Aggregate tokens/s of bare llama_decode calls with P sequences, one token each per call."""
-    from ra_lite.runtime.multi_engine import MultiSequenceContext
+    from ra_lite.runtime.multi_sequence_context import MultiSequenceContext
     from ra_lite.runtime.scheduler import BatchEntry
 
     engine = judge.backend.engine

@@ -21,6 +21,7 @@ from typing import Callable
 
 from ra_lite.ci_report import write_error
 from ra_lite.errors import RaLiteError
+from ra_lite.judge_queue import JudgeQueue
 from ra_lite.request import JudgeRequest, loads_request_json
 
 
@@ -169,10 +170,8 @@ def run_batch(judge, input_path: str | Path, output_path: str | Path, options=No
     if input_path.resolve() == output_path.resolve():
         raise RaLiteError("the output would overwrite the input", "pass another --output path")
     items = read_batch_input(input_path)
-    get_judge = judge if callable(judge) and not hasattr(judge, "judge_request") else \
-        (lambda: judge)
     if options is None:
-        options = get_judge().options
+        options = (judge() if callable(judge) and not hasattr(judge, "backend") else judge).options
     try:
         output_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -180,7 +179,7 @@ def run_batch(judge, input_path: str | Path, output_path: str | Path, options=No
     with _OutputLock(output_path):
         done = read_done(output_path)
         pending = [item for item in items if item.id not in done]
-        written = cached = looked_up = 0
+        written = cached = 0
         reporter = progress(len(items), len(items) - len(pending)) if progress else None
         try:
             with _RecordWriter(output_path) as out:
@@ -192,43 +191,26 @@ def run_batch(judge, input_path: str | Path, output_path: str | Path, options=No
                     if reporter is not None:
                         reporter.update(record)
 
-                misses = []
                 for item in pending:
                     if item.request is None:
                         write(item, {"id": item.id, "error": item.error})
+                valid = [item for item in pending if item.request is not None]
+                queue = JudgeQueue(judge, parallel, cache, options)
+                for outcome in queue.each([item.request for item in valid], options):
+                    item = valid[outcome.index]
+                    if outcome.error is not None:   # its own RaLiteError (e.g. does not fit)
+                        write(item, {"id": item.id, "error": outcome.error.one_line()})
                         continue
-                    hit = cache.lookup(item.request, options) if cache is not None else None
-                    looked_up += cache is not None
-                    if hit is None:
-                        misses.append(item)
-                    else:
-                        cached += 1
-                        write(item, {"id": item.id, **hit.to_dict()})
-                if misses:
-                    for item, judgment, error in _judged(get_judge(), misses, options, parallel):
-                        if error is not None:   # its own RaLiteError (e.g. does not fit)
-                            write(item, {"id": item.id, "error": error.one_line()})
-                            continue
-                        if cache is not None:
-                            cache.store(item.request, options, judgment)
-                        write(item, {"id": item.id, **judgment.to_dict()})
+                    cached += bool(outcome.judgment.cached)
+                    write(item, {"id": item.id, **outcome.judgment.to_dict()})
         finally:
             if reporter is not None:
                 reporter.close()
+    looked_up = len(valid) if cache is not None else 0
     wanted = {item.id for item in items}
     summary = summarize([r for i, r in done.items() if i in wanted], written, len(items))
     summary.cached, summary.cache_looked_up = cached, looked_up
     return summary
-
-
-def _judged(judge, misses: list[BatchItem], options, parallel):
-    """(item, judgment, RaLiteError) for every request, each as it finishes (in input order
-    with one slot)."""
-    from ra_lite.parallel_judge import judge_each, resolve_parallel
-
-    slots = resolve_parallel(judge, parallel, options)
-    for outcome in judge_each(judge, [item.request for item in misses], options, slots):
-        yield misses[outcome.index], outcome.judgment, outcome.error
 
 
 class _RecordWriter:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from ra_lite.defaults import DEFAULT_N_CTX, DEFAULT_TEMPERATURE, DEFAULT_THINK_BUDGET, DEFAULT_TOP_P
+from ra_lite.defaults import DEFAULT_N_CTX
 from ra_lite.errors import RaLiteError
 
 # name -> "module:attribute" of a click command, imported on first use.
@@ -25,9 +25,9 @@ LAZY_COMMANDS = {
     "quantize": "ra_lite.convert.cli:quantize_command",
     "imatrix": "ra_lite.convert.cli:imatrix_command",
     "bench": "ra_lite.bench.cli:bench_command",
-    "pull": "ra_lite.serve.cli:pull_command",
+    "pull": "ra_lite.pull:pull_command",
     "serve": "ra_lite.serve.cli:serve_command",
-    "doctor": "ra_lite.serve.cli:doctor_command",
+    "doctor": "ra_lite.doctor:doctor_command",
 }
 
 # Exit status, documented in the README: 0 everything judged (and any gate passed), 1 a
@@ -96,36 +96,34 @@ def model_options(f):
     return f
 
 
-# Defined once, used by generation_options and by `bench` (whose other defaults differ).
-orders_option = click.option(
-    "--orders", type=int, default=1, show_default=True,
-    help="Judge each request under K response orders and aggregate them (order 1 is the "
-         "official one; K=N is a Latin square). Reports how consistent the verdict is.")
-speculative_option = click.option(
-    "--speculative/--no-speculative", default=False, show_default=True,
-    help="Draft reasoning tokens by n-gram lookup and verify them in the same decode (same "
-         "output distribution; faster where the reasoning quotes its input).")
-repetition_guard_option = click.option(
-    "--repetition-guard/--no-repetition-guard", default=True, show_default=True,
-    help="Close the reasoning early when it repeats a span back to back (an exact loop).")
+def generation_options(no_think: bool = True, **defaults):
+    """The JudgeOptions flags (ra_lite.options.GENERATION_FLAGS, declared there once), with a
+    command's own defaults where they differ (bench is greedy); `--no-think` where wanted."""
+    from dataclasses import fields
 
+    from ra_lite.options import GENERATION_FLAGS, JudgeOptions
 
-def generation_options(f):
-    """Options of JudgeOptions."""
-    options = [
-        click.option("--think-budget", type=int, default=DEFAULT_THINK_BUDGET, show_default=True,
-                     help="Most tokens of reasoning before ra-lite closes the <think> block."),
-        click.option("--no-think", is_flag=True, help="Skip reasoning (faster, less accurate)."),
-        click.option("--temperature", type=float, default=DEFAULT_TEMPERATURE, show_default=True),
-        click.option("--top-p", type=float, default=DEFAULT_TOP_P, show_default=True),
-        click.option("--seed", type=int, default=0, show_default=True),
-        repetition_guard_option,
-        orders_option,
-        speculative_option,
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+    base = {f.name: f.default for f in fields(JudgeOptions)}
+    unknown = set(defaults) - set(base)
+    assert not unknown, f"no such generation setting: {unknown}"
+    options = []
+    for flag in GENERATION_FLAGS:
+        default = defaults.get(flag.field, base[flag.field])
+        if flag.kind is bool:
+            options.append(click.option(flag.declaration, flag.field, default=default,
+                                        show_default=True, help=flag.help))
+        else:
+            options.append(click.option(flag.declaration, flag.field, type=flag.kind,
+                                        default=default, show_default=True, help=flag.help))
+        if flag.field == "think_budget" and no_think:
+            options.append(click.option("--no-think", is_flag=True,
+                                        help="Skip reasoning (faster, less accurate)."))
+
+    def decorate(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+    return decorate
 
 
 def remote_options(f):
@@ -193,8 +191,10 @@ def load_judge(model, n_ctx, n_gpu_layers, n_threads, flash_attn, verbose, think
                remote_text_prompts=False):
     """Builds the Judge for a command: a local GGUF, or with `remote` the server(s) at those
     URLs (tests replace this to drive the CLI with a fake)."""
-    options = judge_options(think_budget, no_think, temperature, top_p, seed, repetition_guard,
-                            orders, speculative)
+    options = options_of(dict(think_budget=think_budget, no_think=no_think,
+                              temperature=temperature, top_p=top_p, seed=seed,
+                              repetition_guard=repetition_guard, orders=orders,
+                              speculative=speculative))
     if remote:
         from ra_lite.remote import load_remote
 
@@ -213,22 +213,12 @@ def _notice(message: str) -> None:
     click.echo(f"ra-lite: {message}", err=True)
 
 
-def judge_options(think_budget, no_think, temperature, top_p, seed, repetition_guard=True,
-                  orders=1, speculative=False):
-    """The generation options every command takes, as JudgeOptions (checked before any model
-    loads: a bad --orders fails at once)."""
-    from ra_lite.judge import JudgeOptions
-
-    return JudgeOptions(think_budget=0 if no_think else think_budget, temperature=temperature,
-                        top_p=top_p, seed=seed, repetition_guard=repetition_guard, orders=orders,
-                        speculative=speculative)
-
-
 def options_of(settings: dict):
-    """JudgeOptions from a command's model + generation settings (what load_judge gets)."""
-    return judge_options(settings["think_budget"], settings["no_think"], settings["temperature"],
-                         settings["top_p"], settings["seed"], settings["repetition_guard"],
-                         settings["orders"], settings["speculative"])
+    """JudgeOptions from a command's generation settings (checked before any model loads: a
+    bad --orders fails at once)."""
+    from ra_lite.options import JudgeOptions
+
+    return JudgeOptions.from_settings(settings)
 
 
 def parse_response_flag(value: str) -> tuple[str, str]:
@@ -282,7 +272,7 @@ def read_requests(source: str) -> list:
                    "terminal. Never written to stdout.")
 @cache_option(default=False)
 @model_options
-@generation_options
+@generation_options()
 @remote_options
 def judge(request_file, principle, prompt_text, response_flags, as_json, stream, use_cache,
           **settings):
@@ -319,20 +309,14 @@ def judge(request_file, principle, prompt_text, response_flags, as_json, stream,
     with contextlib.ExitStack() as stack:
         if store is not None:
             stack.callback(store.close)
-        loaded = []
+        from ra_lite.judge_queue import JudgeQueue
 
-        def the_judge():
-            if not loaded:
-                loaded.append(stack.enter_context(load_judge(**settings)))
-            return loaded[0]
-
+        # The model loads only when a request is not in the judgment cache.
+        queue = JudgeQueue(lambda: stack.enter_context(load_judge(**settings)), 1, cache,
+                           options)
         for request in requests:
             printer = ReasoningPrinter() if stream else None
-            result = cache.lookup(request, options) if cache is not None else None
-            if result is None:
-                result = the_judge().judge_request(request, options, on_reasoning=printer)
-                if cache is not None:
-                    cache.store(request, options, result)
+            result = queue.judge(request, options, on_reasoning=printer)
             if printer is not None:
                 printer.finish(result)
             if as_json:
@@ -432,7 +416,7 @@ def format_consistency(c) -> str:
               help="Judgments decoded at once (one model, shared batches): auto, 1, or N.")
 @cache_option(default=True)
 @model_options
-@generation_options
+@generation_options()
 @remote_options
 def batch(input_file, output, fail_under, target, summary_path, junit_path, progress, parallel,
           use_cache, **settings):
@@ -443,9 +427,9 @@ def batch(input_file, output, fail_under, target, summary_path, junit_path, prog
     import contextlib
 
     from ra_lite.batch import run_batch
-    from ra_lite.parallel_judge import parse_parallel
+    from ra_lite.slots import parse_slots
 
-    parse_parallel(parallel)                   # a bad value fails before anything loads
+    parse_slots(parallel)                      # a bad value fails before anything loads
     check_remote_flags(settings)
     options = options_of(settings)
     store, cache = open_cache(use_cache, settings["model"], bool(settings["remote"]))

@@ -6,8 +6,12 @@ an 8B model.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
+import click
+
+from ra_lite.defaults import DEFAULT_N_CTX
 from ra_lite.runtime.devices import DeviceReport, probe
 
 
@@ -28,7 +32,7 @@ class DoctorReport:
         return d
 
 
-def doctor(model: str | None = None, n_ctx: int = 8192, devices: DeviceReport | None = None
+def doctor(model: str | None = None, n_ctx: int = DEFAULT_N_CTX, devices: DeviceReport | None = None
            ) -> DoctorReport:
     from ra_lite.runtime.offload import decide_offload
     from ra_lite.errors import RaLiteError
@@ -103,3 +107,16 @@ def format_report(report: DoctorReport) -> str:
         lines.append("note            this machine has a GPU but the installed llama-cpp-python "
                      "cannot use it: reinstall with CMAKE_ARGS (see README)")
     return "\n".join(lines)
+
+
+# --- `ra-lite doctor` (registered lazily by ra_lite.cli) --------------------------------------
+@click.command("doctor")
+@click.option("--model", "-m", default=None,
+              help="Model to plan offload for (path, registry name or hf://; never downloaded). "
+                   "Default: the embedded one.")
+@click.option("--n-ctx", type=int, default=DEFAULT_N_CTX, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def doctor_command(model, n_ctx, as_json):
+    """Show the llama.cpp backend, CPU features, GPUs and what --n-gpu-layers auto would do."""
+    report = doctor(model, n_ctx)
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_report(report))

@@ -62,17 +62,8 @@ def runtime_id() -> str:
 
 
 def settings_of(options) -> dict:
-    """The JudgeOptions fields that decide a verdict.
-
-    Greedy decoding (temperature 0) reads neither the seed nor top-p, so they are left out
-    there: a greedy CI job that changes only its seed still hits.
-    """
-    greedy = options.temperature <= 0
-    return {"think_budget": options.think_budget,
-            "temperature": 0.0 if greedy else options.temperature,
-            "top_p": None if greedy else options.top_p, "seed": None if greedy else options.seed,
-            "repetition_guard": options.repetition_guard, "orders": options.orders,
-            "speculative": options.speculative}
+    """The JudgeOptions fields that decide a verdict (defined beside them, in ra_lite.options)."""
+    return options.verdict_settings()
 
 
 def request_key(model_sha256: str, options, request, kind: str = "judgment",

@@ -13,14 +13,18 @@ left where a later load would pick it up. Files built from source live in ra_lit
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
+
 from ra_lite.errors import RaLiteError
 from ra_lite.file_hash import remembered_sha256
+from ra_lite.notices import print_notice
 from ra_lite.model_ref import (ModelRef, hub_cache_dir, hub_offline, parse_model_ref, ra_lite_home,
                               registry_path)
 
@@ -242,3 +246,31 @@ def resolve_model(model: str | Path | None, registry: str | Path | None = None) 
     if ref.kind in ("embedded", "path"):
         return ref.path, ref.kind == "embedded"
     return pull(ref.text, registry=registry).path, False
+
+
+# --- `ra-lite pull` (registered lazily by ra_lite.cli) ----------------------------------------
+@click.command("pull")
+@click.argument("ref")
+@click.option("--from-source", is_flag=True,
+              help="Download the original checkpoint and convert + quantize it here.")
+@click.option("--force", is_flag=True, help="Download (or rebuild) even if a copy is cached.")
+@click.option("--keep-f16", is_flag=True, help="With --from-source, keep the F16 GGUF.")
+@click.option("--no-imatrix", is_flag=True,
+              help="With --from-source, quantize without an importance matrix (used by default "
+                   "for types at or below 4 bits).")
+@click.option("--registry", type=click.Path(dir_okay=False), default=None,
+              help="Another registry file (default: the bundled one, or RA_LITE_REGISTRY).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def pull_command(ref, from_source, force, keep_f16, no_imatrix, registry, as_json):
+    """Download REF into the Hugging Face cache and verify its sha256.
+
+    REF: a registry name (rewardanything-8b:Q4_K_M) or hf://owner/repo/file.gguf[@revision].
+    """
+    result = pull(ref, from_source=from_source, force=force, registry=registry,
+                  keep_f16=keep_f16, progress=not as_json, notify=print_notice, imatrix=not no_imatrix)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    check = f"sha256 verified ({result.checked_against})" if result.verified else \
+        "no checksum known to verify against"
+    click.echo(f"{result.path} ({result.size_bytes / 1e9:.2f} GB, {result.source}, {check})")

@@ -14,7 +14,6 @@ import pytest
 
 from ra_lite.errors import RaLiteError
 from ra_lite.judge import JudgeOptions
-from ra_lite.parallel_judge import resolve_parallel
 from ra_lite.prompt import build_chat_prompt
 from ra_lite.remote import ServerPool, ServerUnavailable, load_remote
 from ra_lite.request import JudgeRequest
@@ -94,7 +93,7 @@ def test_the_grammar_phases_keep_every_verdict_valid(server, embedded_path):
 def test_llama_server_slots_set_auto_and_take_ra_lite_workers(server, embedded_path):
     judge = load_remote(server.url, template=str(embedded_path),
                         options=JudgeOptions(think_budget=6, temperature=0.0))
-    assert resolve_parallel(judge, "auto") == 2            # its /props total_slots
+    assert judge.resolve_slots("auto") == 2            # its /props total_slots
     requests = [JudgeRequest.create("Be brief.", f"Say {i}", {"x": str(i), "y": "no"})
                 for i in range(8)]
     started = time.perf_counter()

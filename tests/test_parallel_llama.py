@@ -14,7 +14,6 @@ import pytest
 
 from ra_lite.errors import RaLiteError
 from ra_lite.judge import JudgeOptions
-from ra_lite.parallel_judge import resolve_parallel
 from ra_lite.request import JudgeRequest
 from tests.support.kill import kill_after_records
 
@@ -68,21 +67,18 @@ def test_parallel_beyond_the_kv_memory_names_the_limit(smollm_judge, monkeypatch
     options = JudgeOptions(think_budget=1500)
     monkeypatch.setattr("ra_lite.runtime.devices.available_memory_bytes", lambda: 1 << 40)
     with pytest.raises(RaLiteError, match=r"at most 2 slots fit") as caught:
-        resolve_parallel(smollm_judge, 8, options)
+        smollm_judge.resolve_slots(8, options)
     assert "--parallel 2 or less" in caught.value.fix
-    assert resolve_parallel(smollm_judge, "auto", options) == 2
-    runner = smollm_judge.parallel_runner(2)
-    assert runner.slots == 2
-    runner.close()
+    assert smollm_judge.resolve_slots("auto", options) == 2
+    queue = smollm_judge.queue(2, options)
+    assert queue.slots == 2
 
 
 def test_a_request_too_long_fails_alone(random_judge):
     options = JudgeOptions(think_budget=4)
     huge = JudgeRequest.create("p", "q", {"a": "word " * 5000, "b": "x"})
     ok = JudgeRequest.create("p", "q", {"a": "1", "b": "2"})
-    from ra_lite.parallel_judge import judge_each
-
-    outcomes = {o.index: o for o in judge_each(random_judge, [ok, huge, ok], options, 2)}
+    outcomes = {o.index: o for o in random_judge.judge_each([ok, huge, ok], options, 2)}
     assert outcomes[0].error is None and outcomes[2].error is None
     assert isinstance(outcomes[1].error, RaLiteError)
 
@@ -111,26 +107,26 @@ def test_parallel_batch_killed_midway_resumes_without_loss(tmp_path):
     assert f"{12 - before} judged now" in done.stdout
 
 
-def test_aborting_a_runner_with_its_failure_reports_that_failure_to_every_job(smollm_judge):
-    """The server's recovery path: a runner that failed ends its jobs with the failure (answered
-    500), not as cancelled (which would look like clients that left)."""
-    from ra_lite.parallel_judge import JudgeJob
+def test_aborting_a_queue_with_its_failure_reports_that_failure_to_every_ticket(smollm_judge):
+    """The server's recovery path: a queue that failed ends its tickets with the failure
+    (answered 500), not as cancelled (which would look like clients that left)."""
+    from ra_lite.judge_queue import Ticket
 
     outcomes = {}
-    jobs = [JudgeJob(r, JudgeOptions(think_budget=50),
-                     lambda judgment, error, i=i: outcomes.setdefault(i, error))
-            for i, r in enumerate(requests_for(1, "abort"))]
+    tickets = [Ticket(r, JudgeOptions(think_budget=50),
+                      lambda judgment, error, i=i: outcomes.setdefault(i, error))
+               for i, r in enumerate(requests_for(1, "abort"))]
 
     class Source:
         def take(self, block):
-            return jobs.pop(0) if jobs else None
+            return tickets.pop(0) if tickets else None
 
-    runner = smollm_judge.parallel_runner(2)
+    queue = smollm_judge.queue(2)
+    rounds = queue.rounds(Source())
     try:
-        rounds = runner.rounds(Source())
         next(rounds)                              # both admitted, prompts being evaluated
         failure = RuntimeError("llama.cpp went away")
-        runner.abort(failure)
+        queue.abort(failure)
     finally:
-        runner.close()
+        rounds.close()
     assert outcomes == {0: failure, 1: failure}

@@ -293,18 +293,22 @@ def test_bad_slot_counts_are_refused(slots):
 
 def test_resolve_parallel_names_the_problem_with_a_bad_value():
     from ra_lite.judge import Judge
-    from ra_lite.parallel_judge import resolve_parallel
     from ra_lite.testing import FakeBackend, ascending_answer
 
     judge = Judge(FakeBackend(fallback=ascending_answer))
     for bad, message in ((0, "below 1"), (-3, "below 1"), ("many", "not a number"),
                          (2.5, "not a number")):
         with pytest.raises(RaLiteError, match=message):
-            resolve_parallel(judge, bad)
-    assert resolve_parallel(judge, "auto") == 1               # a non-local backend
-    assert resolve_parallel(judge, "3") == 3
-    with pytest.raises(RaLiteError, match="local GGUF"):
-        judge.parallel_runner(2)
+            judge.resolve_slots(bad)
+        with pytest.raises(RaLiteError, match=message):
+            judge.queue(bad)
+    assert judge.resolve_slots("auto") == 1                   # a backend that does not say
+    assert judge.resolve_slots("3") == 3
+    # A call backend with 2 slots: two concurrent calls, every result in request order.
+    results = list(judge.judge_many([{"principle": "p", "prompt": str(i),
+                                      "responses": {"a": "1", "b": "2"}} for i in range(5)],
+                                    parallel=2))
+    assert [r.best for r in results] == [judge.judge("p", "0", {"a": "1", "b": "2"}).best] * 5
 
 
 def test_auto_slots_follow_the_hardware():
@@ -312,7 +316,7 @@ def test_auto_slots_follow_the_hardware():
     where the layers run, then on how many worst cases fit (checked on llama.cpp)."""
     from types import SimpleNamespace
 
-    from ra_lite.parallel_judge import hardware_slots
+    from ra_lite.slots import hardware_slots
 
     assert hardware_slots(SimpleNamespace(offload=SimpleNamespace(n_gpu_layers=0))) == 4
     assert hardware_slots(SimpleNamespace(offload=SimpleNamespace(n_gpu_layers=30))) == 8

@@ -174,10 +174,11 @@ def test_serve_command_builds_the_configured_server(monkeypatch):
     assert result.exit_code == 0, result.output
     assert seen["model"] == "x.gguf" and seen["think_budget"] == 9
     config = seen["config"]
-    assert (config.max_responses, config.queue_size, config.api_key, config.workers) == (7, 5, "from-env", 1)
+    assert (config.max_responses, config.queue_size, config.api_key, config.parallel) == (7, 5, "from-env", 1)
     assert seen["url"].startswith("http://127.0.0.1:")
     for args, message in ((["serve", "a.gguf", "--model", "b.gguf"], "two models"),
-                          (["serve", "--workers", "2"], "one judgment at a time"),
+                          (["serve", "--workers", "2", "--parallel", "3"],
+                           "--parallel 3 and --workers 2 together"),
                           (["serve", "--queue-size", "0"], "queue-size must be at least 1")):
         bad = CliRunner().invoke(cli.main, args)
         assert bad.exit_code == 2 and message in bad.output, bad.output

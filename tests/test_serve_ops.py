@@ -1,9 +1,9 @@
 """The server under real operations: clients that leave cancel their judgments, SIGTERM drains
 within --drain-timeout, and `--parallel P` admits queued requests into P slots.
 
-Most tests use fakes: a backend that stops between "decode steps" when cancelled, and a fake
-parallel runner that honours the runner contract (JudgeJob / JobSource) the way the real one
-does. The last test runs `ra-lite serve --parallel 4` on the embedded model.
+Most tests use a fake backend that stops between "decode steps" when cancelled, behind the real
+judge queue (with P slots it runs P judgments at once, as on a remote server). The last test
+runs `ra-lite serve --parallel 4` on the embedded model.
 """
 
 from __future__ import annotations
@@ -55,94 +55,52 @@ class SteppingFake(FakeBackend):
         self.started: list[str] = []
         self.finished: list[str] = []
         self.stopped: dict[str, int] = {}      # label -> steps done when cancelled
+        self.active: set[str] = set()           # labels running now
+        self.max_active = 0                     # most running at once
         self.gate = threading.Event()           # labels starting with "gated" wait for it
         self.gate.set()
+        self._lock = threading.Lock()
 
     def generate(self, chat, options, forcing=None, on_reasoning=None, cancelled=None):
         label = label_of(chat)
-        self.started.append(label)
-        if label.startswith("gated"):
-            self.gate.wait(30)
-        for step in range(self.steps_for(label)):
-            if cancelled is not None and cancelled():
-                self.stopped[label] = step
-                raise JudgmentCancelled()
-            time.sleep(STEP_S)
-        self.finished.append(label)
-        return super().generate(chat, options, forcing)
+        with self._lock:
+            self.started.append(label)
+            self.active.add(label)
+            self.max_active = max(self.max_active, len(self.active))
+        try:
+            if label.startswith("gated"):
+                self.gate.wait(30)
+            for step in range(self.steps_for(label)):
+                if cancelled is not None and cancelled():
+                    self.stopped[label] = step
+                    raise JudgmentCancelled()
+                time.sleep(STEP_S)
+            self.finished.append(label)
+            return super().generate(chat, options, forcing)
+        finally:
+            with self._lock:
+                self.active.discard(label)
 
 
-class FakeRunner:
-    """A parallel runner without a model, honouring the contract the server codes against:
-    take(block) (block only when every slot is idle; None then means closed), up to `slots`
-    jobs at once advancing one step per round (`backend.steps_for(label)` steps), `cancelled`
-    polled between rounds, `done` called once per job."""
+class EightSlotJudge(Judge):
+    """A Judge that, like a local model's context, holds at most 8 slots."""
 
-    def __init__(self, judge: Judge, slots: int):
-        self.judge, self.slots = judge, slots
-        self.active: dict[str, int] = {}         # label -> steps left
-        self.admitted: list[str] = []
-        self.cancelled: list[str] = []
-        self.max_active = 0
-
-    def run(self, source) -> None:
-        jobs = {}
-        while True:
-            while len(jobs) < self.slots:
-                job = source.take(block=not jobs)
-                if job is None:
-                    if not jobs:
-                        return
-                    break
-                label = job.request.prompt.removeprefix("prompt ")
-                jobs[label] = job
-                self.admitted.append(label)
-                self.active[label] = self.judge.backend.steps_for(label)
-            self.max_active = max(self.max_active, len(jobs))
-            time.sleep(STEP_S)
-            for label, job in list(jobs.items()):
-                if job.cancelled():
-                    self._end(jobs, label)
-                    self.cancelled.append(label)
-                    job.done(None, JudgmentCancelled())
-                    continue
-                self.active[label] -= 1
-                if self.active[label] <= 0:
-                    self._end(jobs, label)
-                    try:
-                        judgment = self.judge.judge_request(job.request, job.options)
-                    except Exception as e:    # noqa: BLE001 - reported to that job only
-                        job.done(None, e)
-                    else:
-                        job.done(judgment, None)
-
-    def _end(self, jobs: dict, label: str) -> None:
-        del jobs[label]
-        del self.active[label]
-
-
-class ParallelFakeJudge(Judge):
-    """A Judge whose parallel_runner is a fake; like the real one it refuses too many slots."""
-
-    max_slots = 8
-
-    def parallel_runner(self, slots: int):
-        if not 2 <= slots <= self.max_slots:
-            raise RaLiteError(f"--parallel {slots}: this context holds at most "
-                              f"{self.max_slots} slots", f"use --parallel {self.max_slots} or fewer")
-        self.runner = FakeRunner(self, slots)
-        return self.runner
+    def resolve_slots(self, parallel="auto", options=None):
+        slots = super().resolve_slots(parallel, options)
+        if slots > 8:
+            raise RaLiteError(f"--parallel {slots}: this context holds at most 8 slots",
+                              "use --parallel 8 or fewer")
+        return slots
 
 
 def started(server) -> list[str]:
-    """Judgments that began: admitted into a slot, or begun by the sequential backend."""
-    runner = getattr(server.judge, "runner", None)
-    return runner.admitted if runner is not None else server.judge.backend.started
+    """Judgments that began, in order."""
+    return list(server.judge.backend.started)
 
 
 def stopped(server) -> list[str]:
-    runner = getattr(server.judge, "runner", None)
-    return runner.cancelled if runner is not None else list(server.judge.backend.stopped)
+    """Judgments stopped by a cancellation, in order."""
+    return list(server.judge.backend.stopped)
 
 
 @pytest.fixture
@@ -150,7 +108,7 @@ def servers():
     started = []
 
     def start(backend, parallel: int = 1, log=None, **config) -> RewardServer:
-        judge = ParallelFakeJudge(backend) if parallel > 1 else Judge(backend)
+        judge = Judge(backend)
         server = RewardServer(judge, ServerConfig(port=0, parallel=parallel, **config),
                               log=log).start()
         started.append(server)
@@ -228,7 +186,7 @@ def test_a_client_that_leaves_frees_its_slot_for_a_queued_request(servers):
     queued[0].join(30)
     code, body, _ = queued[1]["value"]
     assert code == 200 and set(body["results"]["scores"]) == set(request_for(5)["responses"])
-    assert stopped(server) == ["slow-0"] and "slow-1" in server.judge.runner.active
+    assert stopped(server) == ["slow-0"] and "slow-1" in backend.active
     slow[1].close()
     wait_until(lambda: stopped(server) == ["slow-0", "slow-1"], what="the second slot freed")
 
@@ -352,7 +310,7 @@ def test_parallel_server_answers_concurrent_clients_and_batches_in_order(servers
     for batch, (code, body, _) in zip(batches, batch_replies):
         assert code == 200
         assert [set(r["results"]["scores"]) for r in body] == [set(q["responses"]) for q in batch]
-    assert 1 < server.judge.runner.max_active <= 4
+    assert 1 < backend.max_active <= 4
     assert raw(server.url, "GET", "/health")[1]["queue"]["parallel"] == 4
 
 
@@ -378,24 +336,26 @@ def test_serve_parallel_option_values(monkeypatch):
     import ra_lite.serve.cli as serve_cli
 
     seen = {}
-    monkeypatch.setattr(cli, "load_judge", lambda **settings: ParallelFakeJudge(
+    monkeypatch.setattr(cli, "load_judge", lambda **settings: EightSlotJudge(
         FakeBackend(fallback=ascending_answer)))
     monkeypatch.setattr(serve_cli, "run_until_signal", lambda server: seen.update(
-        config=server.config, runner=server.worker.runner) or server.shutdown(timeout=5))
+        config=server.config, queue=server.worker.judge_queue) or server.shutdown(timeout=5))
     ok = CliRunner().invoke(cli.main, ["serve", "--port", "0", "--parallel", "4",
                                        "--drain-timeout", "7.5"])
     assert ok.exit_code == 0, ok.output
     assert seen["config"].parallel == 4 and seen["config"].drain_timeout == 7.5
-    assert seen["runner"].slots == 4
+    assert seen["queue"].slots == 4
     one = CliRunner().invoke(cli.main, ["serve", "--port", "0", "--parallel", "1"])
-    assert one.exit_code == 0 and seen["runner"] is None      # today's sequential path
+    assert one.exit_code == 0 and seen["queue"].slots == 1    # one slot: the same queue
+    old = CliRunner().invoke(cli.main, ["serve", "--port", "0", "--workers", "3"])
+    assert old.exit_code == 0 and seen["queue"].slots == 3    # --workers: --parallel's old name
+    assert "--workers is deprecated" in old.output
     for args, message in ((["--parallel", "0"], "at least 1 slot"),
                           (["--parallel", "-3"], "at least 1 slot"),
                           (["--parallel", "many"], "not a number of slots"),
                           (["--parallel", "9"], "at most 8 slots"),
-                          (["--parallel", "4", "--remote", "http://127.0.0.1:9"],
-                           "--parallel is for a local model"),
-                          (["--workers", "2"], "--workers is for --remote"),
+                          (["--parallel", "4", "--workers", "2"],
+                           "--parallel 4 and --workers 2 together"),
                           (["--remote-tokenizer", "m.gguf"],
                            "--remote-tokenizer only apply with --remote URL"),
                           (["--remote-text-prompts"],

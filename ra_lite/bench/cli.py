@@ -7,17 +7,18 @@ from pathlib import Path
 
 import click
 
-from ra_lite.cli import (cache_option, check_remote_flags, orders_option, remote_options,
-                         repetition_guard_option, speculative_option)
+from ra_lite.bench.settings import BENCH_DEFAULTS
+from ra_lite.cli import cache_option, check_remote_flags, generation_options, remote_options
+from ra_lite.defaults import DEFAULT_N_CTX
 
 
 def run_bench(models: list[str | None], *, reference: str | None = None, data: str = "quick",
               output_dir: str | Path = "bench-results", think_budget: int = 512,
               think_budgets: list[int] | None = None, temperature: float = 0.0, seed: int = 0,
-              n_ctx: int = 8192, repetition_guard: bool = True, orders: int = 1,
+              n_ctx: int = DEFAULT_N_CTX, repetition_guard: bool = True, orders: int = 1,
               speculative: bool = False, use_cache: bool = True, cache_dir=None,
               progress: bool = True, notify=None, parallel: int | str = "auto",
-              remote: dict | None = None) -> dict:
+              remote: dict | None = None, top_p: float = 1.0) -> dict:
     """Judge `data` with every model (and the reference), write the report, return it as a dict.
 
     models: GGUF references; None is the embedded smoke-test model. Judgments are kept in the
@@ -37,13 +38,15 @@ def run_bench(models: list[str | None], *, reference: str | None = None, data: s
     from ra_lite.bench.run import agreement, evaluate_model, evaluate_remote, load_bench_items
     from ra_lite.bench.settings import BenchSettings
     from ra_lite.judgment_cache import JudgmentCache
+    from ra_lite.options import JudgeOptions
 
     notify = notify or (lambda message: print(f"ra-lite: {message}", file=sys.stderr))
     budgets = sorted(set(think_budgets)) if think_budgets else [think_budget]
-    settings = BenchSettings(think_budget=budgets[-1], temperature=temperature, seed=seed,
-                             n_ctx=n_ctx, repetition_guard=repetition_guard, orders=orders,
-                             speculative=speculative)
-    settings.options()                         # bad values fail before any model loads
+    # Bad values fail here, before any model loads.
+    settings = BenchSettings(JudgeOptions(think_budget=budgets[-1], temperature=temperature,
+                                          top_p=top_p, seed=seed,
+                                          repetition_guard=repetition_guard, orders=orders,
+                                          speculative=speculative), n_ctx=n_ctx)
     cache = None
     if use_cache:
         cache = JudgmentCache(Path(cache_dir) / "judgments.sqlite3" if cache_dir else None,
@@ -113,26 +116,20 @@ def _progress_bar(total, label, count_tokens=True):
               help="quick | full | FILE.jsonl | Hub dataset id (owner/name[:file.jsonl]).")
 @click.option("--output-dir", "-o", default="bench-results", show_default=True,
               type=click.Path(file_okay=False))
-@click.option("--think-budget", type=int, default=512, show_default=True)
+@generation_options(no_think=False, **BENCH_DEFAULTS)
 @click.option("--think-budgets", default=None, metavar="B1,B2,...",
               help="Also judge at each of these budgets (e.g. 0,256,1024): accuracy, agreement "
                    "with the reference at the largest and seconds per judgment for each.")
-@click.option("--temperature", type=float, default=0.0, show_default=True,
-              help="0 = greedy, so quants differ by their weights, not by sampling.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--n-ctx", type=int, default=8192, show_default=True)
-@repetition_guard_option
-@orders_option
-@speculative_option
+@click.option("--n-ctx", type=int, default=DEFAULT_N_CTX, show_default=True)
 @cache_option(default=True)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.option("--parallel", default="auto", show_default=True,
               help="Judgments decoded at once per model: auto, 1, or N (results are cached "
                    "the same way).")
 @remote_options
-def bench_command(models, reference, data, output_dir, think_budget, think_budgets, temperature,
-                  seed, n_ctx, repetition_guard, orders, speculative, use_cache, progress,
-                  parallel, **remote_settings):
+def bench_command(models, reference, data, output_dir, think_budget, temperature, top_p, seed,
+                  repetition_guard, orders, speculative, think_budgets, n_ctx, use_cache,
+                  progress, parallel, **remote_settings):
     """Run mini-RABench and report accuracy (and, with --reference, what each quant lost)."""
     from ra_lite.bench.report import markdown
     from ra_lite.errors import RaLiteError
@@ -154,7 +151,7 @@ def bench_command(models, reference, data, output_dir, think_budget, think_budge
                   "text_prompts": remote_settings["remote_text_prompts"]}
     report = run_bench(list(models) or [None], reference=reference, data=data,
                        output_dir=output_dir, think_budget=think_budget, think_budgets=budgets,
-                       temperature=temperature, seed=seed, n_ctx=n_ctx,
+                       temperature=temperature, top_p=top_p, seed=seed, n_ctx=n_ctx,
                        repetition_guard=repetition_guard, orders=orders,
                        speculative=speculative, use_cache=use_cache, progress=progress,
                        parallel=parallel, remote=remote)

@@ -103,21 +103,12 @@ def evaluate_model(model: str | None, items: list[BenchItem], settings: BenchSet
             judge = load(path, n_ctx=settings.n_ctx, notify=notify)
         return judge
 
-    options = settings.options()
-    todo = []
-    for item in items:
-        cached = store.lookup(item_request(item), options) if store is not None else None
-        if cached is None:
-            todo.append(item)
-        else:
-            results.records[item.id] = _record(item.id, cached)
-    reporter = progress(len(todo), f"judging with {path.name}") if progress and todo else None
+    options = settings.options
+    reporter = progress(len(items), f"judging with {path.name}") if progress else None
     try:
-        for item, judgment, error in _judged(loaded, todo, options, parallel):
-            if error is None and store is not None:
-                store.store(item_request(item), options, judgment)
-            # An error (e.g. an item too long for the context) is recorded as invalid; it
-            # depends on the context size, so it is not cached.
+        # An error (e.g. an item too long for the context) is recorded as invalid; it depends
+        # on the context size, so it is not cached (the judge queue stores judgments only).
+        for item, judgment, error in _judged(loaded, items, options, parallel, store):
             results.records[item.id] = _record(item.id, judgment, error)
             if reporter is not None:
                 reporter.update(judgment)
@@ -146,7 +137,7 @@ def evaluate_remote(remote: dict, items: list[BenchItem], settings: BenchSetting
 
     remote = dict(remote)
     url = remote.pop("url")
-    judge = load_remote(url, options=settings.options(), template=template, notify=notify,
+    judge = load_remote(url, options=settings.options, template=template, notify=notify,
                         **remote)
     identity = hashlib.sha256(f"{url}|{remote.get('kind')}|{remote.get('model')}".encode())
     results = ModelResults(label=judge.model_name, path=str(url),
@@ -154,7 +145,7 @@ def evaluate_remote(remote: dict, items: list[BenchItem], settings: BenchSetting
                            size_bytes=0, embedded=False, records={})
     reporter = progress(len(items), f"judging on {judge.model_name}") if progress else None
     try:
-        for item, judgment, error in _judged(lambda: judge, items, settings.options(), parallel):
+        for item, judgment, error in _judged(judge, items, settings.options, parallel):
             results.records[item.id] = _record(item.id, judgment, error)
             if reporter is not None:
                 reporter.update(judgment)
@@ -174,23 +165,21 @@ def _record(item_id: str, judgment: Judgment | None, error=None) -> dict:
             "error": error.one_line() if error is not None else None}
 
 
-def _judged(loaded, todo: list[BenchItem], options, parallel):
-    """(item, judgment, RaLiteError) per item, as each finishes."""
-    if not todo:
-        return
-    from ra_lite.parallel_judge import judge_each, resolve_parallel
+def _judged(judge, items: list[BenchItem], options, parallel, cache=None):
+    """(item, judgment, RaLiteError) per item, as each finishes; judge: a Judge, or a function
+    that loads it (called only if the judgment cache does not answer every item)."""
+    from ra_lite.judge_queue import JudgeQueue
 
-    judge = loaded()
-    slots = resolve_parallel(judge, parallel, options)
-    for outcome in judge_each(judge, [item_request(i) for i in todo], options, slots):
-        yield todo[outcome.index], outcome.judgment, outcome.error
+    queue = JudgeQueue(judge, parallel, cache, options)
+    for outcome in queue.each([item_request(i) for i in items], options):
+        yield items[outcome.index], outcome.judgment, outcome.error
 
 
 def _replay_reference(results: ModelResults, reference: ModelResults, items: list[BenchItem],
                       settings: BenchSettings, store, loaded, progress) -> None:
     """Teacher-force the reference's official-order output through this model (cached as a
     replay of that reference's output)."""
-    options = settings.options()
+    options = settings.options
     todo = []
     for item in items:
         if reference.judgment(item.id) is None:

@@ -8,34 +8,28 @@ reference without judging the reference again, and what `ra-lite batch` shares w
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
+
+from ra_lite.defaults import DEFAULT_N_CTX
+from ra_lite.options import JudgeOptions
+
+# Greedy: differences between quants should come from the weights, not from sampling noise.
+BENCH_DEFAULTS = {"think_budget": 512, "temperature": 0.0, "top_p": 1.0}
 
 
 @dataclass(frozen=True)
 class BenchSettings:
-    """Greedy by default: differences between quants should come from the weights, not from
-    sampling noise."""
+    """A bench run's JudgeOptions (greedy by default, BENCH_DEFAULTS) and context size."""
 
-    think_budget: int = 512
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int = 0
-    n_ctx: int = 8192
-    repetition_guard: bool = True
-    orders: int = 1               # response orders per item (ra_lite.orders)
-    speculative: bool = False
+    options: JudgeOptions = field(default_factory=lambda: JudgeOptions(**BENCH_DEFAULTS))
+    n_ctx: int = DEFAULT_N_CTX
 
-    def options(self):
-        """As ra_lite.judge.JudgeOptions (checks the values)."""
-        from ra_lite.judge import JudgeOptions
-
-        return JudgeOptions(think_budget=self.think_budget, temperature=self.temperature,
-                            top_p=self.top_p, seed=self.seed,
-                            repetition_guard=self.repetition_guard, orders=self.orders,
-                            speculative=self.speculative)
+    @property
+    def think_budget(self) -> int:
+        return self.options.think_budget
 
     def with_budget(self, think_budget: int) -> "BenchSettings":
-        return replace(self, think_budget=think_budget)
+        return replace(self, options=replace(self.options, think_budget=think_budget))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self.options), "n_ctx": self.n_ctx}

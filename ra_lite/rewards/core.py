@@ -24,7 +24,7 @@ batch into judgment requests and back:
    completions None, a warning and a counter: training goes on.
 
 The judging itself is the caller's: `judge_plan` runs the requests through ra_lite's batching
-(judge_each: the parallel engine on a local model, concurrent requests on a remote one); the
+(the judge queue: the slot scheduler on a local model, concurrent requests on a remote one); the
 async TRL adapter sends them to a ra-lite server instead. Both feed the same `RewardPlan`.
 """
 
@@ -222,15 +222,15 @@ def think_tokens_of(judgment) -> int:
 def judge_plan(judge, plan: RewardPlan, options=None, parallel="auto") -> list:
     """Run a plan's requests through ra-lite's batching; an outcome per part (scores or the
     exception), never raising for one failed judgment."""
-    from ra_lite.parallel_judge import judge_each, resolve_parallel
+    from ra_lite.judge_queue import JudgeQueue
 
     outcomes: list = [None] * len(plan.parts)
     if not plan.parts:
         return outcomes
     options = options or judge.options
     try:
-        slots = resolve_parallel(judge, parallel, options)
-        for finished in judge_each(judge, plan.requests, options, slots):
+        for finished in JudgeQueue(judge, parallel, options=options).each(plan.requests,
+                                                                           options):
             if finished.error is not None:
                 outcomes[finished.index] = finished.error
             else:

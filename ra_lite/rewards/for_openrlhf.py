@@ -111,7 +111,7 @@ def assemble(outcomes: list, failure_score: float = FAILURE_SCORE) -> dict:
 def get_reward(judge, body: dict, principle: str, failure_score: float = FAILURE_SCORE,
                parallel="auto") -> dict:
     """The whole exchange on a judge (used by reward_func; the server uses its own queue)."""
-    from ra_lite.parallel_judge import judge_each, resolve_parallel
+    from ra_lite.judge_queue import JudgeQueue
 
     requests = reward_requests(body.get("query") or [], body.get("prompts") or [],
                                body.get("labels"), principle)
@@ -119,8 +119,7 @@ def get_reward(judge, body: dict, principle: str, failure_score: float = FAILURE
     todo = [(i, r) for i, r in enumerate(requests) if isinstance(r, JudgeRequest)]
     if todo:
         try:
-            slots = resolve_parallel(judge, parallel)
-            for finished in judge_each(judge, [r for _, r in todo], None, slots):
+            for finished in JudgeQueue(judge, parallel).each([r for _, r in todo]):
                 outcomes[todo[finished.index][0]] = finished.error or finished.judgment
         except Exception as error:   # noqa: BLE001 - a reward must never stop training
             outcomes = [error if isinstance(o, JudgeRequest) else o for o in outcomes]

@@ -34,7 +34,9 @@ class RewardServerClient:
         self.url = url.rstrip("/")
         self.api_key, self.timeout = api_key, timeout
         self.options = None                  # the server applies its own settings
-        self.backend = self                  # for resolve_parallel: slots() below
+        # The judge queue's view: this client is also its own backend (a RequestBackend that
+        # judges whole requests; slots() below sizes `auto`).
+        self.backend = self
         self.model_name = f"ra-lite server at {self.url}"
 
     def _call(self, method: str, path: str, body=None) -> dict:
@@ -53,6 +55,9 @@ class RewardServerClient:
         except (urllib.error.URLError, OSError, ValueError) as e:
             raise RaLiteError(f"the ra-lite server at {self.url} failed ({e})",
                               "is `ra-lite serve` running there?") from None
+
+    def say_once(self, key: str, message: str) -> None:
+        """The judge queue's notices: nothing to say for a server that judges by itself."""
 
     def judge_request(self, request, options=None, **_) -> ServedJudgment:
         data = self._call("POST", "/api/rewardanything",

@@ -12,7 +12,7 @@ Modules, in import order (each imports only those above it, never the reverse):
     prefix_state    the shared prompt prefix's KV state saved across processes (prompt cache)
     scheduler       continuous batching of judgments' step generators in slots (pure logic):
                     the one driver of every local judgment, speculative verification included
-    multi_engine    the multi-sequence llama.cpp context the scheduler drives
+    multi_sequence_context    the multi-sequence llama.cpp context the scheduler drives
     engine          one loaded model + its one multi-sequence context and scheduler
 
 Nothing here runs on import; llama_cpp is imported only when a model is loaded.

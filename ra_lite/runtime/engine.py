@@ -1,8 +1,8 @@
-"""The llama.cpp runtime behind a local Judge (with multi_engine.py, the modules that run
+"""The llama.cpp runtime behind a local Judge (with multi_sequence_context.py, the modules that run
 llama_cpp).
 
 One LlamaEngine holds one loaded model and the one llama.cpp context every judgment on it runs
-in: a multi-sequence context with a unified KV cache (multi_engine.py), driven by the slot
+in: a multi-sequence context with a unified KV cache (multi_sequence_context.py), driven by the slot
 scheduler (scheduler.py) for one judgment, a judgment under several response orders, or many
 at once. llama-cpp-python's Llama object loads the weights and the vocabulary; its own context is
 made minimal (LOADER_N_CTX cells), since no judgment runs in it, so the KV memory is the one
@@ -17,11 +17,12 @@ the prompt cache (prefix_state.py) instead of prefilling it, and stores it after
 from __future__ import annotations
 
 import ctypes
-import sys
 import threading
 from pathlib import Path
 
+from ra_lite.defaults import DEFAULT_N_CTX
 from ra_lite.errors import RaLiteError
+from ra_lite.notices import print_notice
 from ra_lite.runtime.devices import default_threads
 from ra_lite.runtime.gguf_info import GGUFInfo, read_gguf_info
 from ra_lite.runtime.offload import OffloadDecision
@@ -68,10 +69,10 @@ class LlamaEngine:
         self._attach_prompt_cache(self.sequences)
 
     @classmethod
-    def load(cls, path: str | Path, *, n_ctx: int = 8192, n_gpu_layers: int | str = "auto",
+    def load(cls, path: str | Path, *, n_ctx: int = DEFAULT_N_CTX, n_gpu_layers: int | str = "auto",
              n_threads: int | None = None, flash_attn: bool = True,
              verbose: bool = False, notify=None, prompt_cache: bool = True) -> "LlamaEngine":
-        from ra_lite.runtime.multi_engine import MultiSequenceContext
+        from ra_lite.runtime.multi_sequence_context import MultiSequenceContext
         from ra_lite.runtime.offload import decide_offload, load_with_fallback, plan_offload
 
         info = read_gguf_info(path)
@@ -179,7 +180,7 @@ class LlamaEngine:
         return self._scheduler
 
     def _rebuild(self, slots: int) -> None:
-        from ra_lite.runtime.multi_engine import MultiSequenceContext
+        from ra_lite.runtime.multi_sequence_context import MultiSequenceContext
 
         n_ctx = self.sequences.n_ctx
         self.sequences.close()
@@ -249,6 +250,3 @@ class LlamaEngine:
         self.sequences.close()
         self.llm.close()
 
-
-def print_notice(message: str) -> None:
-    print(f"ra-lite: {message}", file=sys.stderr)

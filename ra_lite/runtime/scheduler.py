@@ -1,7 +1,7 @@
 """Continuous batching: judgments' step generators driven in shared llama_decode calls.
 
 Every local judgment runs here, through the one multi-sequence context of its engine
-(multi_engine.py): a plain judgment in one slot, a judgment under K response orders in K, a
+(multi_sequence_context.py): a plain judgment in one slot, a judgment under K response orders in K, a
 batch in P. Every judgment is a step generator (decode.py). One judgment on one sequence
 evaluates one token per reasoning step, which on memory-bound hardware leaves most of each weight
 read unused. The scheduler gives each judgment a *slot* (a sequence id) and, every round, puts
@@ -42,7 +42,7 @@ think budget). One that could never fit gets a RaLiteError; the others are untou
 cancellations end one slot only.
 
 This module is pure scheduling (no llama_cpp): the engine is a protocol, implemented on llama.cpp
-by multi_engine.py and by scripted fakes in the tests.
+by multi_sequence_context.py and by scripted fakes in the tests.
 """
 
 from __future__ import annotations

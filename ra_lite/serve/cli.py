@@ -1,10 +1,9 @@
-"""`ra-lite pull`, `ra-lite serve` and `ra-lite doctor`: thin click layers over ra_lite.pull,
-ra_lite.serve.server and ra_lite.doctor (registered lazily by ra_lite.cli)."""
+"""`ra-lite serve`: a thin click layer over ra_lite.serve.server (registered lazily by
+ra_lite.cli)."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 import sys
 import threading
@@ -13,42 +12,9 @@ import click
 
 import ra_lite.cli as base_cli
 from ra_lite.cli import cache_option, generation_options, model_options, remote_options
-from ra_lite.defaults import DEFAULT_N_CTX
 from ra_lite.errors import RaLiteError
+from ra_lite.notices import print_notice as _notice
 from ra_lite.serve.server import DEFAULT_DRAIN_TIMEOUT
-
-
-def _notice(message: str) -> None:
-    click.echo(f"ra-lite: {message}", err=True)
-
-
-@click.command("pull")
-@click.argument("ref")
-@click.option("--from-source", is_flag=True,
-              help="Download the original checkpoint and convert + quantize it here.")
-@click.option("--force", is_flag=True, help="Download (or rebuild) even if a copy is cached.")
-@click.option("--keep-f16", is_flag=True, help="With --from-source, keep the F16 GGUF.")
-@click.option("--no-imatrix", is_flag=True,
-              help="With --from-source, quantize without an importance matrix (used by default "
-                   "for types at or below 4 bits).")
-@click.option("--registry", type=click.Path(dir_okay=False), default=None,
-              help="Another registry file (default: the bundled one, or RA_LITE_REGISTRY).")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def pull_command(ref, from_source, force, keep_f16, no_imatrix, registry, as_json):
-    """Download REF into the Hugging Face cache and verify its sha256.
-
-    REF: a registry name (rewardanything-8b:Q4_K_M) or hf://owner/repo/file.gguf[@revision].
-    """
-    from ra_lite.pull import pull
-
-    result = pull(ref, from_source=from_source, force=force, registry=registry,
-                  keep_f16=keep_f16, progress=not as_json, notify=_notice, imatrix=not no_imatrix)
-    if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
-        return
-    check = f"sha256 verified ({result.checked_against})" if result.verified else \
-        "no checksum known to verify against"
-    click.echo(f"{result.path} ({result.size_bytes / 1e9:.2f} GB, {result.source}, {check})")
 
 
 @click.command("serve")
@@ -65,12 +31,12 @@ def pull_command(ref, from_source, force, keep_f16, no_imatrix, registry, as_jso
               help="Most requests in one batch call.")
 @click.option("--queue-size", type=int, default=64, show_default=True,
               help="Jobs that may wait; more get 503.")
-@click.option("--workers", type=int, default=None,
-              help="With --remote: judgments sent to the servers at once (default: their "
-                   "slots, from llama-server's /props; else 4).")
 @click.option("--parallel", default=None, metavar="auto|P",
-              help="Local model: judge up to P queued requests at once in one context "
-                   "(continuous batching); 1 = one at a time. Default: auto.")
+              help="Judge up to P queued requests at once: a local model in one context "
+                   "(continuous batching), a --remote server by P concurrent requests (auto: "
+                   "its slots, from llama-server's /props). 1 = one at a time. Default: auto.")
+@click.option("--workers", type=int, default=None, hidden=True,
+              help="Deprecated: the old name of --parallel for --remote.")
 @click.option("--drain-timeout", type=float, default=DEFAULT_DRAIN_TIMEOUT, show_default=True,
               help="On SIGTERM, seconds queued judgments may still run; then they get 503.")
 @click.option("--log-requests/--no-log-requests", default=True, show_default=True)
@@ -78,7 +44,7 @@ def pull_command(ref, from_source, force, keep_f16, no_imatrix, registry, as_jso
               help="The principle POST /get_reward (OpenRLHF's remote reward) judges by.")
 @cache_option(default=False)
 @model_options
-@generation_options
+@generation_options()
 @remote_options
 def serve_command(model_arg, host, port, api_key, max_request_bytes, max_responses, max_batch,
                   queue_size, workers, parallel, drain_timeout, log_requests, reward_principle,
@@ -89,36 +55,31 @@ def serve_command(model_arg, host, port, api_key, max_request_bytes, max_respons
     The judgment cache is off by default: a server's clients (an RL trainer above all) send
     requests that rarely repeat exactly, and a shared server should not keep every client's
     text unless its operator asks for it (--cache)."""
-    from ra_lite.parallel_judge import parse_parallel, resolve_parallel
     from ra_lite.serve.server import RewardServer, ServerConfig
+    from ra_lite.slots import parse_slots
 
     if model_arg and settings.get("model") and model_arg != settings["model"]:
         raise RaLiteError("two models given (MODEL and --model)", "pass one of them")
     settings["model"] = model_arg or settings.get("model")
-    slots = parse_parallel(parallel)          # bad values fail before the model loads
+    if workers is not None:
+        if parallel is not None and parse_slots(parallel) != workers:
+            raise RaLiteError(f"--parallel {parallel} and --workers {workers} together",
+                              "pass --parallel alone (--workers is its old name)")
+        _notice(f"--workers is deprecated: it is --parallel {workers} now")
+        parallel = workers
+    slots = parse_slots(parallel)             # bad values fail before the model loads
     remote = settings["remote"]
-    if workers is not None and workers > 1 and not remote:
-        raise RaLiteError("a local model runs one judgment at a time per slot (one KV cache), "
-                          "--workers is for --remote",
-                          "use --parallel P to judge P requests at once in one context")
     base_cli.check_remote_flags(settings)
-    if remote and slots != "auto":
-        raise RaLiteError("--parallel is for a local model",
-                          "with --remote, use --workers N (judgments sent to it at once)")
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         _notice(f"warning: listening on {host} without --api-key: anyone who can reach it can "
                 "use it")
     judge = base_cli.load_judge(**settings)
     with contextlib.ExitStack() as stack:
         stack.callback(judge.close)
-        if remote and workers is None:
-            slots_of = getattr(judge.backend, "slots", None)
-            workers = (slots_of() if callable(slots_of) else None) or 4
         config = ServerConfig(host=host, port=port, api_key=api_key,
                               max_request_bytes=max_request_bytes, max_responses=max_responses,
                               max_batch=max_batch, queue_size=queue_size,
-                              workers=workers or 1,
-                              parallel=1 if remote else resolve_parallel(judge, slots),
+                              parallel=judge.resolve_slots(slots),
                               drain_timeout=drain_timeout, reward_principle=reward_principle)
         store, cache = base_cli.open_cache(use_cache, settings["model"], remote=bool(remote))
         if store is not None:
@@ -160,17 +121,3 @@ def run_until_signal(server) -> None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-@click.command("doctor")
-@click.option("--model", "-m", default=None,
-              help="Model to plan offload for (path, registry name or hf://; never downloaded). "
-                   "Default: the embedded one.")
-@click.option("--n-ctx", type=int, default=DEFAULT_N_CTX, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
-def doctor_command(model, n_ctx, as_json):
-    """Show the llama.cpp backend, CPU features, GPUs and what --n-gpu-layers auto would do."""
-    from ra_lite.doctor import doctor, format_report
-
-    report = doctor(model, n_ctx)
-    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_report(report))

@@ -15,14 +15,14 @@ original returned masked names from its batch path) and batch results come in re
 format it was trained on) and always maps them back; errors are 4xx with a `detail` that says
 what to fix, never a 500 for bad input.
 
-Judgments run behind a bounded queue (a batch is one job), so a full queue answers 503 at once.
-With `parallel == 1` worker threads take one job at a time (one thread for a local model: one KV
-cache); with `parallel >= 2` one thread drives the judge's parallel runner, which decodes up to
-`parallel` requests in shared llama.cpp batches, admitting queued requests into free slots (a
-batch request may fill several). HTTP handling runs on ThreadingHTTPServer threads that only
-parse, validate and wait.
+This module is the HTTP adapter only: it parses, validates and waits. Judgments run behind the
+server's job queue (ra_lite.serve.jobs: bounded, so a full queue answers 503 at once; a batch is
+one job), which feeds the one judge queue (ra_lite.judge_queue) with `parallel` slots: a local
+model decodes up to that many requests in shared llama.cpp batches, admitting queued requests
+into free slots (a batch request may fill several); a remote backend gets that many concurrent
+calls. HTTP handling runs on ThreadingHTTPServer threads.
 
-Operations, because an operator's server must not work for nobody:
+Operations, because an operator's server must not work for nobody (ra_lite.serve.jobs):
 - A client that closes its connection cancels its job: a queued job is dropped unrun, a running
   one stops between two decode steps (its slot is freed for the next request).
 - `shutdown()` (SIGTERM in `ra-lite serve`) drains: new requests get 503 at once, queued jobs
@@ -40,14 +40,15 @@ import socket
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 from ra_lite.errors import RaLiteError
+from ra_lite.judge_queue import JudgeQueue
 from ra_lite.request import JudgeRequest, reject_duplicate_keys
+from ra_lite.serve.jobs import HttpError, JobQueue
 
 SERVICE = "RewardAnything API"
 SINGLE, BATCH, HEALTH = "/api/rewardanything", "/api/rewardanything_batch", "/health"
@@ -59,7 +60,6 @@ DISCONNECT_POLL_S = 0.2
 # After the drain deadline, how long a running judgment may take to reach its next decode step
 # (a long prompt is one step) before its client is answered 503 anyway and the server closes.
 STOP_GRACE_S = 10.0
-SHUTTING_DOWN = "the server is shutting down; retry elsewhere"
 
 
 @dataclass
@@ -71,21 +71,25 @@ class ServerConfig:
     max_responses: int = 32           # responses in one request
     max_batch: int = 64               # requests in one batch
     queue_size: int = 64              # waiting jobs (a batch is one job)
-    workers: int = 1                  # judgment threads: 1 for a local model (one KV cache)
-    parallel: int = 1                 # slots of a local model's parallel runner; 1 = sequential
+    parallel: int = 1                 # judgments at once: a local model's slots, or concurrent
+                                      # calls to a remote server (ra_lite.slots)
+    workers: int | None = None        # deprecated name of `parallel` (remote servers)
     read_timeout: float = 30.0        # seconds a client may take to send its request
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT   # seconds queued jobs may still run at shutdown
     reward_principle: str | None = None   # the principle POST /get_reward judges by
 
     def __post_init__(self):
-        for name in ("max_request_bytes", "max_responses", "max_batch", "queue_size", "workers",
+        if self.workers is not None:
+            if self.parallel > 1 and self.workers > 1 and self.workers != self.parallel:
+                raise RaLiteError(f"--parallel {self.parallel} and --workers {self.workers} "
+                                  "together", "pass --parallel alone (--workers is its old name)")
+            self.parallel = max(self.parallel, self.workers)
+            self.workers = None
+        for name in ("max_request_bytes", "max_responses", "max_batch", "queue_size",
                      "parallel"):
             if getattr(self, name) < 1:
                 raise RaLiteError(f"{name.replace('_', '-')} must be at least 1",
                                   f"pass --{name.replace('_', '-')} 1 or more")
-        if self.parallel > 1 and self.workers > 1:
-            raise RaLiteError(f"--parallel {self.parallel} and --workers {self.workers} together",
-                              "--parallel is for a local model, --workers for --remote: pass one")
         if not self.drain_timeout >= 0:
             raise RaLiteError(f"drain timeout {self.drain_timeout} is negative",
                               "pass --drain-timeout 0 or more seconds")
@@ -96,285 +100,8 @@ class ServerConfig:
         return d
 
 
-class HttpError(Exception):
-    def __init__(self, status: int, detail: str, headers: dict | None = None):
-        super().__init__(detail)
-        self.status, self.detail, self.headers = status, detail, headers or {}
-
-
 class ClientGone(Exception):
     """The client closed its connection while its job waited or ran: nobody to answer."""
-
-
-def _shutdown_error(what: str) -> HttpError:
-    return HttpError(503, f"{what}: {SHUTTING_DOWN}", {"Connection": "close", "Retry-After": "1"})
-
-
-@dataclass(eq=False)
-class Job:
-    """One HTTP request's work: its judge requests, the future its handler waits on, and why it
-    was cancelled ("client" gone, or "shutdown" deadline), if it was."""
-
-    requests: list[JudgeRequest]
-    future: Future = field(default_factory=Future)
-    reason: str = ""
-    _cancel: threading.Event = field(default_factory=threading.Event)
-
-    def cancel(self, reason: str) -> None:
-        if not self._cancel.is_set():
-            self.reason = reason
-            self._cancel.set()
-
-    def cancelled(self) -> bool:
-        return self._cancel.is_set()
-
-    def resolve(self, results: list | None, error: BaseException | None = None) -> bool:
-        """Deliver the answer once; False if it was already given (e.g. 503 at the deadline)."""
-        try:
-            if error is not None:
-                self.future.set_exception(error)
-            else:
-                self.future.set_result(results)
-            return True
-        except InvalidStateError:
-            return False
-
-    def resolve_cancelled(self) -> None:
-        """Resolve a job that stopped (or never started) because it was cancelled."""
-        from ra_lite.runtime.decode import JudgmentCancelled
-
-        self.resolve(None, _shutdown_error("the judgment was stopped at the drain deadline")
-                     if self.reason == "shutdown" else JudgmentCancelled())
-
-
-class JudgeWorker:
-    """The queue of jobs and what runs them: `workers` sequential threads, or with
-    `parallel >= 2` one thread driving `judge.parallel_runner(parallel)`."""
-
-    def __init__(self, judge, queue_size: int, workers: int = 1, parallel: int = 1):
-        self.judge = judge
-        self.capacity = queue_size
-        # Raises RaLiteError for a remote backend or more slots than fit: before anything runs.
-        self.runner = judge.parallel_runner(parallel) if parallel > 1 else None
-        self.closed = False           # no new jobs (draining)
-        self.expired = False          # the drain deadline passed: hand out nothing more
-        self.completed = 0
-        self.cancelled = 0            # jobs dropped or stopped because their client left
-        self.refused_at_deadline = 0  # jobs answered 503 (or stopped) at the drain deadline
-        self._jobs: deque[Job] = deque()
-        self._running: set[Job] = set()
-        self._cond = threading.Condition()
-        count = 1 if self.runner is not None else workers
-        target = self._run_parallel if self.runner is not None else self._run_sequential
-        self._threads = [threading.Thread(target=target, name=f"ra-lite-judge-{i}", daemon=True)
-                         for i in range(count)]
-
-    def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
-
-    @property
-    def pending(self) -> int:
-        with self._cond:
-            return len(self._jobs) + len(self._running)
-
-    @property
-    def running(self) -> int:
-        with self._cond:
-            return len(self._running)
-
-    def submit(self, requests: list[JudgeRequest]) -> Job:
-        job = Job(requests)
-        with self._cond:
-            if self.closed:
-                raise _shutdown_error("not accepting new requests")
-            if len(self._jobs) >= self.capacity:
-                raise HttpError(503, f"the queue is full ({self.capacity} jobs waiting); "
-                                     "retry shortly", {"Retry-After": "1"})
-            self._jobs.append(job)
-            self._cond.notify()
-        return job
-
-    def close(self) -> None:
-        """Refuse new jobs; the queued ones still run (until expire())."""
-        with self._cond:
-            self.closed = True
-            self._cond.notify_all()
-
-    def idle(self) -> bool:
-        with self._cond:
-            return not self._jobs and not self._running
-
-    def expire(self) -> None:
-        """The drain deadline: answer every queued job 503, stop every running one."""
-        with self._cond:
-            self.closed = self.expired = True
-            queued, self._jobs = list(self._jobs), deque()
-            running = list(self._running)
-            self._cond.notify_all()
-        for job in queued:
-            if job.resolve(None, _shutdown_error("still queued at the drain deadline")):
-                self._count("refused_at_deadline")
-        for job in running:
-            job.cancel("shutdown")
-
-    def abandon(self) -> None:
-        """Answer 503 to jobs still running after the stop grace (their threads are left)."""
-        with self._cond:
-            running = list(self._running)
-        for job in running:
-            job.cancel("shutdown")
-            job.resolve_cancelled()
-
-    def _count(self, name: str) -> None:
-        with self._cond:
-            setattr(self, name, getattr(self, name) + 1)
-
-    def join(self, timeout: float | None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for thread in self._threads:
-            if thread.is_alive():
-                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        return not any(t.is_alive() for t in self._threads)
-
-    def next_job(self, block: bool) -> Job | None:
-        """The next job to run, skipping those whose client left. None: nothing now (block
-        False), or the queue is closed and empty, or the drain deadline passed."""
-        while True:
-            with self._cond:
-                while not self._jobs and block and not self.closed:
-                    self._cond.wait()
-                if self.expired or not self._jobs:
-                    return None
-                job = self._jobs.popleft()
-                if not job.cancelled():
-                    self._running.add(job)
-                    return job
-            self._count("cancelled")
-            job.resolve_cancelled()
-
-    def finish(self, job: Job, results: list | None, error: BaseException | None) -> None:
-        """Resolve a job that ran, and count it."""
-        from ra_lite.runtime.decode import JudgmentCancelled
-
-        with self._cond:
-            if job not in self._running:
-                return                        # already answered (the runner failed)
-            self._running.discard(job)
-            if isinstance(error, JudgmentCancelled) and job.cancelled():
-                if job.reason == "shutdown":
-                    self.refused_at_deadline += 1
-                else:
-                    self.cancelled += 1
-            else:
-                self.completed += 1
-            self._cond.notify_all()
-        if isinstance(error, JudgmentCancelled) and job.cancelled():
-            job.resolve_cancelled()
-        else:
-            job.resolve(results, error)
-
-    def _run_sequential(self) -> None:
-        while (job := self.next_job(block=True)) is not None:
-            try:
-                results = []
-                for request in job.requests:
-                    results.append(self.judge.judge_request(request, cancelled=job.cancelled))
-                self.finish(job, results, None)
-            except BaseException as e:   # delivered to the waiting handler, never kills the worker
-                self.finish(job, None, e)
-
-    def _run_parallel(self) -> None:
-        source = QueueSource(self)
-        try:
-            while True:
-                try:
-                    self.runner.run(source)
-                    return
-                except Exception as error:   # a bug or a llama.cpp failure: answer, go on
-                    self._recover(source, error)
-        finally:
-            close = getattr(self.runner, "close", None)
-            if close is not None:
-                close()
-
-    def _recover(self, source: "QueueSource", error: Exception) -> None:
-        """The runner failed: end its slots, answer every job it held with the error (500),
-        and let the next run start clean."""
-        abort = getattr(self.runner, "abort", None)
-        if abort is not None:
-            try:
-                abort(error)
-            except Exception:   # noqa: BLE001 - the jobs are answered below either way
-                pass
-        source.clear()
-        with self._cond:
-            running = list(self._running)
-        for job in running:
-            self.finish(job, None, error)
-
-
-class QueueSource:
-    """The server queue as the parallel runner's JobSource: each request of a job becomes one
-    JudgeJob; the job's results are gathered in request order and delivered when all are done.
-    The first error (or a cancellation) stops the job's other requests, as in sequential mode."""
-
-    def __init__(self, worker: JudgeWorker):
-        self.worker = worker
-        self._pending: deque = deque()     # JudgeJobs taken from a job, not yet handed out
-
-    def clear(self) -> None:
-        self._pending.clear()
-
-    def take(self, block: bool):
-        from ra_lite.parallel_judge import JudgeJob
-        from ra_lite.runtime.decode import JudgmentCancelled
-
-        while True:
-            while self._pending:
-                judge_job = self._pending.popleft()
-                if judge_job.cancelled() or self.worker.expired:
-                    judge_job.done(None, JudgmentCancelled())
-                    continue
-                return judge_job
-            job = self.worker.next_job(block)
-            if job is None:
-                return None
-            gather = _Gather(self.worker, job)
-            self._pending.extend(JudgeJob(request, None, gather.done_callback(i),
-                                          gather.cancelled)
-                                 for i, request in enumerate(job.requests))
-
-
-class _Gather:
-    """Collects one job's per-request results (called from the runner thread)."""
-
-    def __init__(self, worker: JudgeWorker, job: Job):
-        self.worker, self.job = worker, job
-        self.results: list = [None] * len(job.requests)
-        self.left = len(job.requests)
-        self.error: BaseException | None = None
-
-    def cancelled(self) -> bool:
-        return self.job.cancelled() or self.error is not None
-
-    def done_callback(self, index: int):
-        def done(judgment, error):
-            from ra_lite.runtime.decode import JudgmentCancelled
-
-            if error is not None and self.error is None and not (
-                    isinstance(error, JudgmentCancelled) and self.job.cancelled()):
-                self.error = error            # the first real error stops the others
-            self.results[index] = judgment
-            self.left -= 1
-            if self.left == 0:
-                if self.error is not None:
-                    self.worker.finish(self.job, None, self.error)
-                elif self.job.cancelled():
-                    self.worker.finish(self.job, None, JudgmentCancelled())
-                else:
-                    self.worker.finish(self.job, self.results, None)
-        return done
 
 
 class RewardServer:
@@ -384,11 +111,10 @@ class RewardServer:
         self.judge = judge
         self.config = config or ServerConfig()
         self.log = log
-        # A ra_lite.judgment_cache.ModelCache for the judge's model (serve --cache), or None.
-        # Looked up on the handler's thread, before the queue: a hit never waits for a slot.
-        self.cache = cache
-        self.worker = JudgeWorker(judge, self.config.queue_size, self.config.workers,
-                                  self.config.parallel)
+        # cache: a ra_lite.judgment_cache.ModelCache for the judge's model (serve --cache), or
+        # None; the judge queue looks requests up in it and stores what it judges.
+        self.worker = JobQueue(JudgeQueue(judge, self.config.parallel, cache),
+                               self.config.queue_size)
         self.draining = False
         self._drain_deadline: float | None = None
         self._active = 0
@@ -465,7 +191,7 @@ class RewardServer:
                 "ra_lite": ra_lite.__version__,
                 "queue": {"pending": worker.pending, "running": worker.running,
                           "capacity": self.config.queue_size, "completed": worker.completed,
-                          "cancelled": worker.cancelled, "workers": self.config.workers,
+                          "cancelled": worker.cancelled, "workers": self.config.parallel,
                           "parallel": self.config.parallel},
                 "limits": {"max_request_bytes": self.config.max_request_bytes,
                            "max_responses": self.config.max_responses,
@@ -518,35 +244,19 @@ class RewardServer:
         waiting, and a client that left cancels the job (ClientGone)."""
         from ra_lite.runtime.decode import JudgmentCancelled
 
-        options = self.judge.options
-        found = [self.cache.lookup(r, options) for r in requests] if self.cache else \
-            [None] * len(requests)
-        missing = [r for r, hit in zip(requests, found) if hit is None]
-        judged = []
-        if missing:
-            job = self.worker.submit(missing)
-            try:
-                while True:
-                    try:
-                        judged = job.future.result(timeout=DISCONNECT_POLL_S)
-                        break
-                    except FutureTimeout:
-                        if client_gone():
-                            job.cancel("client")
-                            raise ClientGone() from None
-            except RaLiteError as e:      # e.g. the request does not fit the context
-                raise HttpError(400, e.one_line()) from None
-            except JudgmentCancelled:
-                raise ClientGone() from None
-        fresh = iter(judged)
-        results = []
-        for request, hit in zip(requests, found):
-            if hit is None:
-                hit = next(fresh)
-                if self.cache is not None:
-                    self.cache.store(request, options, hit)
-            results.append(hit)
-        return results
+        job = self.worker.submit(requests)
+        try:
+            while True:
+                try:
+                    return job.future.result(timeout=DISCONNECT_POLL_S)
+                except FutureTimeout:
+                    if client_gone():
+                        job.cancel("client")
+                        raise ClientGone() from None
+        except RaLiteError as e:      # e.g. the request does not fit the context
+            raise HttpError(400, e.one_line()) from None
+        except JudgmentCancelled:
+            raise ClientGone() from None
 
     def get_reward(self, body: bytes, client_gone=lambda: False) -> dict:
         """POST /get_reward: OpenRLHF's request in, its rewards out (pointwise against the
