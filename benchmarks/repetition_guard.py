@@ -27,6 +27,8 @@ import platform
 import time
 from pathlib import Path
 
+from ra_lite.atomic_files import write_atomic
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -100,10 +102,7 @@ def main() -> None:
               f"({row['on']['think_end']}, period {row['loop_period']})", flush=True)
         report = build_report(rows, items, arms, budget, args, load_before,
                               time.perf_counter() - started)
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.output.with_name(f".{args.output.name}.tmp")
-        tmp.write_text(json.dumps(report, indent=1) + "\n")
-        os.replace(tmp, args.output)
+        write_atomic(args.output, (json.dumps(report, indent=1) + "\n").encode())
     judge.close()
     print(markdown(report))
 

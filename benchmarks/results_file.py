@@ -14,7 +14,7 @@ def save_result(path: Path | None, result, **json_options) -> None:
     """Write `result` as indented JSON at `path` (nothing when path is None, i.e. no -o)."""
     if path is None:
         return
-    from ra_lite.file_hash import write_atomic
+    from ra_lite.atomic_files import write_atomic
 
     text = json.dumps(result, indent=2, **json_options) + "\n"
     write_atomic(Path(path), text.encode("utf-8"))

@@ -120,7 +120,7 @@ def imatrix_command(model, output, data, chunks, chunk_size, n_threads, n_gpu_la
 
     from tqdm import tqdm
 
-    from ra_lite.convert import atomic
+    from ra_lite import atomic_files as atomic
     from ra_lite.convert.calibration import load_calibration
     from ra_lite.convert.imatrix import write_imatrix
     from ra_lite.convert.imatrix_collect import collect_imatrix

@@ -25,7 +25,8 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from ra_lite.convert import atomic, manifest as manifest_mod
+from ra_lite import atomic_files as atomic
+from ra_lite.convert import manifest as manifest_mod
 from ra_lite.convert.architectures import SUPPORTED, HParams, TensorPlan, match_checkpoint, plan_tensors, read_hparams
 from ra_lite.convert.safetensors_reader import SafetensorsCheckpoint
 from ra_lite.convert.source import SourceInfo, resolve_source

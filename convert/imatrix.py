@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ra_lite.convert import atomic
+from ra_lite import atomic_files as atomic
 from ra_lite.errors import RaLiteError
 
 SUM2_SUFFIX = ".in_sum2"

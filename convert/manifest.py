@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ra_lite.atomic_files import write_atomic, write_error
 from ra_lite.errors import RaLiteError
 
 MANIFEST_NAME = "manifest.json"
@@ -93,14 +93,10 @@ def record(manifest_path: Path, entry: ManifestEntry) -> None:
     data["schema_version"] = SCHEMA_VERSION
     data["artifacts"] = [a for a in data["artifacts"] if a.get("file") != entry.file] + [entry.to_dict()]
     data["artifacts"].sort(key=lambda a: a.get("file", ""))
-    tmp = manifest_path.with_name(f".{manifest_path.name}.{os.getpid()}.partial")
     try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, manifest_path)
+        write_atomic(manifest_path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
     except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise RaLiteError(f"cannot write manifest {manifest_path}: {err.strerror or err}",
-                          "choose a writable --manifest path") from err
+        raise write_error(manifest_path, err, "choose a writable --manifest path") from err
 
 
 def file_name_for(manifest_path: Path, produced: Path) -> str:

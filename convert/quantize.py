@@ -24,7 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ra_lite.convert import atomic, manifest as manifest_mod
+from ra_lite import atomic_files as atomic
+from ra_lite.convert import manifest as manifest_mod
 from ra_lite.errors import RaLiteError
 
 # Quant types offered: every llama.cpp type that works without an importance matrix. Names are

@@ -17,13 +17,13 @@ the only caller; above the runtime.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Callable, Generator, Protocol, runtime_checkable
 
 from ra_lite.chat_template import CHATML_FALLBACK, render_chat
 from ra_lite.errors import RaLiteError
 from ra_lite.grammar import render_answer
-from ra_lite.judgment import Judgment, Timings, TokenCounts
+from ra_lite.judgment import Judgment, TokenCounts
 from ra_lite.options import JudgeOptions
 from ra_lite.orders import check_orders, combine, order_design
 from ra_lite.prompt import ChatPrompt, build_chat_prompt
@@ -215,11 +215,11 @@ def _to_judgment(result: DecodeResult, chat: ChatPrompt, model: str) -> Judgment
         tokens=TokenCounts(prompt=result.prompt_tokens, prompt_reused=result.prompt_tokens_reused,
                            think=len(result.think_tokens), answer=result.answer_tokens,
                            answer_evaluated=result.answer_tokens_evaluated),
-        timings=Timings(**result.timings) if result.timings else Timings(),
+        timings=result.timings,
         model=model,
         think_token_ids=list(result.think_tokens),
         think_closing=result.think_closing,
-        speculative=dict(result.speculative) if result.speculative is not None else None,
+        speculative=asdict(result.speculative) if result.speculative is not None else None,
     )
 
 

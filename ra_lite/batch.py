@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ra_lite.ci_report import write_error
+from ra_lite.atomic_files import write_error
 from ra_lite.errors import RaLiteError
 from ra_lite.judge_queue import JudgeQueue
 from ra_lite.request import JudgeRequest, loads_request_json

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
-from ra_lite.errors import RaLiteError
-from ra_lite.file_hash import write_atomic
+from ra_lite.atomic_files import write_atomic, write_error
 
 LOWEST_SHOWN = 5
 
@@ -151,17 +150,3 @@ def append_text(path: Path, text: str) -> None:
         raise write_error(Path(path), e) from None
 
 
-def write_error(path: Path, error: OSError, kept: str = "") -> RaLiteError:
-    """One line for an I/O failure on `path`, with what to do about it (and, for a resumable
-    output, what was kept)."""
-    import errno
-
-    reason = error.strerror or str(error)
-    if error.errno == errno.ENOSPC:
-        fix = "free disk space (or write to another disk) and rerun"
-    elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        fix = "write to a directory you can write to"
-    else:
-        fix = "check the path and the disk, then rerun"
-    return RaLiteError(f"cannot write {path}: {reason} (errno {error.errno})",
-                       f"{fix}; {kept}" if kept else fix)

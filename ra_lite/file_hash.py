@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from ra_lite.atomic_files import write_atomic
 
 EDGE_BYTES = 1 << 20           # how much of each end of a file the quick signature hashes
 
@@ -53,16 +53,3 @@ def remembered_sha256(path: str | Path, records_dir: Path | None = None,
     except OSError:
         pass
     return sha
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `path` whole or not at all (a temp file beside it, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

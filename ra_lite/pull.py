@@ -22,6 +22,7 @@ from pathlib import Path
 
 import click
 
+from ra_lite.atomic_files import replace_into
 from ra_lite.errors import RaLiteError
 from ra_lite.file_hash import remembered_sha256
 from ra_lite.notices import print_notice
@@ -215,7 +216,7 @@ def build_from_source(entry, quant: str, *, keep_f16: bool = False, progress: bo
             f16.unlink(missing_ok=True)
     produced = results[0].output
     if produced != target:   # quantize names outputs itself; keep ours stable for resolve_model
-        os.replace(produced, target)
+        replace_into(produced, target)
     return target
 
 

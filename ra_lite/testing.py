@@ -17,6 +17,7 @@ from typing import Callable
 
 from ra_lite.runtime.decode import BUDGET_CLOSE, ChoiceRecord, DecodeResult
 from ra_lite.grammar import THINK_CLOSE, parse_answer, render_answer
+from ra_lite.judgment import Timings
 
 
 def ascending_answer(masked_names: list[str]) -> str:
@@ -59,5 +60,5 @@ class FakeBackend:
             think_tokens=[], think_closing=THINK_CLOSE if closed else "",
             think_end=("budget" if BUDGET_CLOSE in text else "model") if closed else "off",
             prompt_tokens=0, prompt_tokens_reused=0, answer_tokens=0, answer_tokens_evaluated=0,
-            timings={"prefill_s": 0.0, "think_s": 0.0, "answer_s": 0.0, "total_s": 0.0},
+            timings=Timings(),
         )

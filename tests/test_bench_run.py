@@ -80,9 +80,13 @@ def test_interrupted_run_resumes_from_the_cache(tmp_path, tiny_data, embedded_pa
     real_load, calls = ra_lite.judge.load, {"n": 0}
 
     class Interrupting:
-        """Lets two judgments through, then interrupts like a Ctrl-C."""
+        """Lets two judgments through, then interrupts like a Ctrl-C (a judge that is its own
+        backend, judging whole requests: the judge queue calls it one request at a time)."""
         def __init__(self, judge):
             self.judge = judge
+            self.backend, self.options, self.model_name = self, judge.options, judge.model_name
+        def say_once(self, key, message):
+            pass
         def judge_request(self, *a, **k):
             calls["n"] += 1
             if calls["n"] > 2:

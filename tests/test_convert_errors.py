@@ -125,7 +125,7 @@ def test_disk_full_leaves_no_partial_file(ckpt, out_dir, monkeypatch):
         real(fout, array)
 
     monkeypatch.setattr(hf_to_gguf, "_write_array", fill_up)
-    _fails(ckpt, out_dir, "no space left on the device")
+    _fails(ckpt, out_dir, "No space left on device")
 
 
 def test_not_enough_free_space_is_refused_up_front(ckpt, out_dir, monkeypatch):

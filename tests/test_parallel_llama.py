@@ -121,7 +121,7 @@ def test_aborting_a_queue_with_its_failure_reports_that_failure_to_every_ticket(
         def take(self, block):
             return tickets.pop(0) if tickets else None
 
-    queue = smollm_judge.queue(2)
+    queue = smollm_judge.queue(2, JudgeOptions(think_budget=50))
     rounds = queue.rounds(Source())
     try:
         next(rounds)                              # both admitted, prompts being evaluated

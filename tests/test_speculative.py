@@ -96,7 +96,7 @@ def test_speculation_emits_exactly_the_plain_tokens(seed):
         (plain.scores, plain.ranking, plain.think_end)
     assert [c.probabilities for c in fast.choices] == [c.probabilities for c in plain.choices]
     parse_answer(fast.text, names(2 + seed % 4))
-    assert fast.speculative["accepted"] <= fast.speculative["drafted"]
+    assert fast.speculative.accepted <= fast.speculative.drafted
     assert plain.speculative is None
 
 
@@ -146,7 +146,7 @@ def test_the_repetition_guard_fires_at_the_same_token():
                budget=400)
     assert plain.think_end == fast.think_end == "repetition"
     assert fast.think_tokens == plain.think_tokens
-    assert fast.speculative["accepted"] > 0
+    assert fast.speculative.accepted > 0
 
 
 def test_streaming_sees_the_same_text_token_by_token():
@@ -167,7 +167,7 @@ def test_the_drafter_backs_off_to_shorter_matches_and_pauses_after_misses():
         drafter.verified(2, 0)
     assert drafter.propose(8) == []                    # paused after three outright misses
     assert NgramDrafter([5, 6, 7]).propose(8) == []    # nothing to match
-    assert drafter.counts()["drafted"] == 7
+    assert drafter.counts().drafted == 7
 
 
 # --- on llama.cpp -------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import platform
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ra_lite.atomic_files import replace_into, write_atomic
 from ra_lite.bench import metrics
 from ra_lite.bench.settings import BenchSettings
 from ra_lite.bench.dataset import BenchItem
@@ -246,7 +247,7 @@ def plot(report: dict, path: Path) -> bool:
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
+    replace_into(tmp, path)
     return True
 
 
@@ -256,9 +257,7 @@ def write_outputs(report: dict, directory: Path) -> list[Path]:
     for name, text in (("results.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n"),
                        ("report.md", markdown(report))):
         path = directory / name
-        tmp = path.with_name(f".{name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        write_atomic(path, text.encode("utf-8"))
         written.append(path)
     if plot(report, directory / "plot.png"):
         written.append(directory / "plot.png")

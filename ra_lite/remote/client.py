@@ -52,6 +52,7 @@ from pathlib import Path
 from ra_lite.chat_template import render_chat
 from ra_lite.runtime.decode import AFTER_THINK, BUDGET_CLOSE, DecodeResult
 from ra_lite.errors import RaLiteError
+from ra_lite.judgment import Timings
 from ra_lite.grammar import THINK_CLOSE, THINK_OPEN, AnswerError, parse_answer
 from ra_lite.remote.grammar import (RANKING_END, choice_gbnf, forced_ranking, parse_ranking,
                                     parse_scores, ranking_fits_one_grammar, ranking_gbnf,
@@ -247,8 +248,8 @@ class RemoteBackend:
             prompt_tokens=first.prompt_tokens,
             prompt_tokens_reused=min(first.cached_tokens, first.prompt_tokens),
             answer_tokens=answer_tokens, answer_tokens_evaluated=answer_tokens,
-            timings={"prefill_s": 0.0, "think_s": thought_at - started,
-                     "answer_s": done - thought_at, "total_s": done - started})
+            timings=Timings(think_s=thought_at - started, answer_s=done - thought_at,
+                            total_s=done - started))
 
     def _prompt(self, chat, rendered: str) -> RemotePrompt:
         if self.tokens is None:     # text prompts: only what cannot inject goes out

@@ -41,6 +41,8 @@ from typing import Protocol
 import numpy as np
 
 from ra_lite.grammar import THINK_CLOSE, THINK_OPEN, AnswerGrammar, Choice, Forced
+from ra_lite.judgment import Timings
+from ra_lite.runtime.drafts import DraftCounts
 from ra_lite.runtime.repetition import RepetitionDetector
 
 # Text that closes a think block cut short by the budget, and what follows a closed block.
@@ -157,8 +159,8 @@ class DecodeResult:
     prompt_tokens_reused: int
     answer_tokens: int
     answer_tokens_evaluated: int
-    timings: dict[str, float] = field(default_factory=dict)
-    speculative: dict[str, int] | None = None   # drafted, accepted, steps (None: off)
+    timings: Timings = field(default_factory=Timings)
+    speculative: DraftCounts | None = None      # drafted, accepted, steps (None: off)
 
     @property
     def think_closed_by_model(self) -> bool:
@@ -342,8 +344,8 @@ def judgment_steps(vocab: Vocabulary, prompt_tokens: list[int], masked_names: li
         think_closing=closing, think_end=think_end, prompt_tokens=len(prompt_tokens),
         prompt_tokens_reused=reused, answer_tokens=out.tokens_committed,
         answer_tokens_evaluated=out.tokens_evaluated,
-        timings={"prefill_s": prefilled - started, "think_s": max(0.0, thought - prefilled),
-                 "answer_s": done - answering, "total_s": done - started},
+        timings=Timings(prefill_s=prefilled - started, think_s=max(0.0, thought - prefilled),
+                        answer_s=done - answering, total_s=done - started),
         speculative=drafts.counts() if drafts is not None else None,
     )
 

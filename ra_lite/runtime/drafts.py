@@ -22,6 +22,8 @@ reasoning", for what it measured.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 NGRAM_LONGEST, NGRAM_SHORTEST = 4, 2   # match the longest context first, down to this
 MAX_DRAFT = 3        # most tokens in one draft
 FIRST_DRAFT = 1      # the first draft's length, before anything is known about acceptance
@@ -87,6 +89,16 @@ class NgramDrafter:
         if self.rejected_in_a_row >= REJECT_PAUSE:
             self.paused, self.rejected_in_a_row = PAUSE, 0
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> "DraftCounts":
         """What ra_lite.speculative records: tokens drafted (verified), accepted, and steps."""
-        return {"drafted": self.drafted, "accepted": self.accepted, "steps": self.steps}
+        return DraftCounts(self.drafted, self.accepted, self.steps)
+
+
+@dataclass(frozen=True)
+class DraftCounts:
+    """A judgment's speculation: tokens drafted (and verified), accepted, and reasoning steps.
+    Its dict (asdict) is the `ra_lite.speculative` record of a result."""
+
+    drafted: int = 0
+    accepted: int = 0
+    steps: int = 0

@@ -38,7 +38,8 @@ import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ra_lite.file_hash import remembered_sha256, write_atomic
+from ra_lite.atomic_files import write_atomic
+from ra_lite.file_hash import remembered_sha256
 
 FILE_MAGIC = b"RALITE-KV1\n"
 SUFFIX = ".kvstate"

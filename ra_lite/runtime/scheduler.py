@@ -271,11 +271,7 @@ class SlotScheduler:
     def _pick_index(self, prompt: list[int]) -> int:
         """A free slot index: the retained one sharing most of `prompt` (its cells are then
         trimmed in place), else one holding nothing, else the oldest retained one."""
-        best, best_shared = None, 0
-        for index, tokens in self._retained.items():
-            shared = common_prefix_length(prompt, tokens)
-            if shared > best_shared:
-                best, best_shared = index, shared
+        best, best_shared = _best_source(prompt, self._retained.items(), len(prompt), (None, 0))
         if best is None or best_shared <= common_prefix_length(prompt, self.prefix):
             empty = [i for i in self._free if i not in self._retained]
             best = empty[-1] if empty else next(iter(self._retained))
@@ -442,16 +438,12 @@ class SlotScheduler:
             list(self._retained.items())
         if own is not None:
             candidates.append((slot.index, own))
-        for index, tokens in candidates:
-            shared = min(common_prefix_length(prompt, tokens), most)
-            if shared > reuse:
-                reuse, source = shared, index
-        leader, planned = None, reuse + FOLLOW_MIN_TOKENS - 1
-        for other in self._active.values():
-            if other is not slot and other.follow is None and other.pending:
-                shared = min(common_prefix_length(prompt, other.evaluated + other.pending), most)
-                if shared > planned:
-                    leader, planned = other.index, shared
+        source, reuse = _best_source(prompt, candidates, most, (source, reuse))
+        evaluating = [(other.index, other.evaluated + other.pending)
+                      for other in self._active.values()
+                      if other is not slot and other.follow is None and other.pending]
+        leader, planned = _best_source(prompt, evaluating, most,
+                                       (None, reuse + FOLLOW_MIN_TOKENS - 1))
         if own is not None and source != slot.index:
             self.engine.release(slot.index)
         if leader is not None:
@@ -513,3 +505,14 @@ class SlotScheduler:
         self._free.append(slot.index)
         self._free.sort(reverse=True)
         slot.task.finish(result, error)
+
+
+def _best_source(prompt: list[int], candidates, most: int, floor: tuple) -> tuple:
+    """(index, shared) of the candidate (index, tokens) whose tokens share the longest start
+    with `prompt` (at most `most`), if longer than floor's; else `floor`."""
+    best, best_shared = floor
+    for index, tokens in candidates:
+        shared = min(common_prefix_length(prompt, tokens), most)
+        if shared > best_shared:
+            best, best_shared = index, shared
+    return best, best_shared

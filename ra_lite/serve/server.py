@@ -39,7 +39,6 @@ import select
 import socket
 import threading
 import time
-from collections import deque
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
