@@ -13,7 +13,7 @@ Beside each model's rows it measures the ceiling: raw llama_decode throughput wi
 each adding one token per call, on the same multi-sequence context the scheduler uses, at a
 judgment's context length (the shared prefix plus 200 tokens). Whole judgments cannot batch
 better than that; on an arithmetic-bound CPU it is near 1x, which is why `--parallel auto` keeps
-one slot on small CPUs (ra_lite/parallel_judge.py).
+one slot on small CPUs (ra_lite/slots.py).
 """
 
 from __future__ import annotations

@@ -125,11 +125,9 @@ def run_model(label, model, items, think_budget, threads, parallel_check) -> dic
         print(f"{label}: x{row['one_at_a_time']['x_reasoning_tokens_per_s']:.2f} reasoning "
               f"tok/s, acceptance {row['one_at_a_time']['on']['acceptance']}", file=sys.stderr)
         if parallel_check:
-            from ra_lite.parallel_judge import resolve_parallel
-
             requests = requests[:parallel_check]
 
-            slots = resolve_parallel(judge, "auto", off)    # as many as fit the budget
+            slots = judge.resolve_slots("auto", off)    # as many as fit the budget
             scheduler = judge.backend.engine.scheduler(slots)
             row["parallel"] = slots
             row["parallel_batch"] = compare(judge_all(judge, requests, off, slots),

@@ -22,7 +22,7 @@ from typing import Callable
 from ra_lite.atomic_files import write_error
 from ra_lite.errors import RaLiteError
 from ra_lite.judge_queue import JudgeQueue
-from ra_lite.request import JudgeRequest, loads_request_json
+from ra_lite.request import JudgeRequest, check_unicode, loads_request_json
 
 
 @dataclass
@@ -66,7 +66,8 @@ def read_batch_input(path: Path) -> list[BatchItem]:
         raise RaLiteError(f"batch input {path} does not exist", "check the path")
     items: list[BatchItem] = []
     first_line_of: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
+    # Bytes, line by line: a line that is not UTF-8 is that line's error, not the whole file's.
+    with open(path, "rb") as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -84,7 +85,7 @@ def read_batch_input(path: Path) -> list[BatchItem]:
     return items
 
 
-def _parse_line(line: str, number: int) -> BatchItem:
+def _parse_line(line: bytes, number: int) -> BatchItem:
     fallback_id = f"line-{number}"
     try:
         obj = loads_request_json(line, f"line {number}")
@@ -92,6 +93,10 @@ def _parse_line(line: str, number: int) -> BatchItem:
         return BatchItem(fallback_id, number, None, e.one_line())
     item_id = obj.get("id", fallback_id) if isinstance(obj, dict) else fallback_id
     item_id = str(item_id)
+    try:
+        check_unicode(item_id, f"line {number}: the id")
+    except RaLiteError as e:         # the record could not be written with this id
+        return BatchItem(fallback_id, number, None, e.one_line())
     try:
         return BatchItem(item_id, number, JudgeRequest.from_dict(obj))
     except RaLiteError as e:

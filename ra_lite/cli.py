@@ -239,12 +239,17 @@ def read_requests(source: str) -> list:
     from ra_lite.request import JudgeRequest, loads_request_json
 
     if source == "-":
-        text, where = sys.stdin.read(), "stdin"
+        data, where = sys.stdin.buffer.read(), "stdin"
     else:
         path = Path(source)
         if not path.is_file():
             raise RaLiteError(f"request file {path} does not exist", "check the path")
-        text, where = path.read_text(encoding="utf-8"), str(path)
+        data, where = path.read_bytes(), str(path)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise RaLiteError(f"{where} is not UTF-8 text (byte {e.start} is 0x{data[e.start]:02x})",
+                          "save it as UTF-8") from None
     if not text.strip():
         raise RaLiteError(f"{where} is empty", "give a request JSON object")
     stripped = text.strip()

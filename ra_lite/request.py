@@ -86,20 +86,42 @@ def check_unicode(text: str, where: str) -> None:
             "it with U+FFFD") from None
 
 
+# Keys of a request object (and of a batch line); any other repeated key is a response name.
+REQUEST_KEYS = ("principle", "prompt", "responses", "id", "mask_responses")
+
+
 def reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """json object_pairs_hook: a repeated key is an error, not a silent overwrite."""
     seen: dict[str, Any] = {}
     for key, value in pairs:
         if key in seen:
-            raise RaLiteError(f"the JSON has the key {key!r} twice",
-                              "give each response its own name")
+            fix = f"write {key!r} once" if key in REQUEST_KEYS else \
+                "give each response its own name (each key of an object once)"
+            raise RaLiteError(f"the JSON has the key {ascii(key)[1:-1]!r} twice", fix)
         seen[key] = value
     return seen
 
 
-def loads_request_json(text: str, where: str) -> Any:
+def loads_request_json(text: str | bytes, where: str) -> Any:
+    """The one way ra-lite reads JSON it is given (request files, batch lines, HTTP bodies):
+    duplicate keys refused, and every way json can fail told as one RaLiteError naming `where`:
+    bad syntax, bytes that are not UTF-8, nesting too deep for the parser (CPython's json
+    recurses once per level and raises RecursionError), an integer too long to convert."""
+    if isinstance(text, (bytes, bytearray)):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise RaLiteError(f"{where} is not valid JSON: not UTF-8 text (byte {e.start} is "
+                              f"0x{text[e.start]:02x})", "save it as UTF-8") from None
+    if text.startswith("\ufeff"):          # a byte-order mark some editors write: not content
+        text = text[1:]
     try:
         return json.loads(text, object_pairs_hook=reject_duplicate_keys)
     except json.JSONDecodeError as e:
         raise RaLiteError(f"{where} is not valid JSON ({e.msg}, line {e.lineno} column {e.colno})",
                           "fix the JSON") from None
+    except RecursionError:
+        raise RaLiteError(f"{where} nests JSON arrays or objects too deeply to read",
+                          "a request is an object of strings: send it flat") from None
+    except ValueError as e:                  # e.g. an integer of more than 4300 digits
+        raise RaLiteError(f"{where} cannot be read as JSON ({e})", "fix the JSON") from None

@@ -46,7 +46,7 @@ from urllib.parse import urlsplit
 
 from ra_lite.errors import RaLiteError
 from ra_lite.judge_queue import JudgeQueue
-from ra_lite.request import JudgeRequest, reject_duplicate_keys
+from ra_lite.request import JudgeRequest, loads_request_json
 from ra_lite.serve.jobs import HttpError, JobQueue
 
 SERVICE = "RewardAnything API"
@@ -209,9 +209,7 @@ class RewardServer:
 
     def parse(self, path: str, body: bytes) -> tuple[list[JudgeRequest], bool]:
         try:
-            obj = json.loads(body.decode("utf-8"), object_pairs_hook=reject_duplicate_keys)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise HttpError(400, f"the body is not valid JSON ({getattr(e, 'msg', e)})") from None
+            obj = loads_request_json(body, "the body")
         except RaLiteError as e:
             raise HttpError(400, e.one_line()) from None
         if path == SINGLE:
@@ -264,9 +262,9 @@ class RewardServer:
         from ra_lite.rewards.for_openrlhf import assemble, reward_requests
 
         try:
-            obj = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise HttpError(400, f"the body is not valid JSON ({getattr(e, 'msg', e)})") from None
+            obj = loads_request_json(body, "the body")
+        except RaLiteError as e:
+            raise HttpError(400, e.one_line()) from None
         if not isinstance(obj, dict) or not isinstance(obj.get("query"), list):
             raise HttpError(400, 'send {"query": [...], "prompts": [...], "labels": [...]}')
         principle = obj.get("principle") or self.config.reward_principle
