@@ -156,7 +156,10 @@ class JudgmentCache:
         operation retried once on a new one."""
         for attempt in (1, 2):
             try:
-                return operation(self._connect())
+                try:
+                    return operation(self._connect())
+                except UnicodeDecodeError as e:     # a damaged page read back as text
+                    raise sqlite3.DatabaseError(f"damaged text in the file ({e.reason})") from None
             except sqlite3.DatabaseError as e:
                 if isinstance(e, sqlite3.OperationalError) and \
                         ("locked" in str(e) or "busy" in str(e)):

@@ -32,6 +32,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from ra_lite.errors import RaLiteError
+from ra_lite.request import loads_request_json
 
 CATEGORIES = ("content", "logic", "style", "tone", "structure")
 DOMAINS = ("chat", "code", "safety", "math")
@@ -255,17 +256,19 @@ def validate_item(raw: dict) -> BenchItem:
 # ---------------------------------------------------------------------------- loading
 
 
-def parse_jsonl(text: str, source: str) -> LoadResult:
-    """Validate every line; bad lines become LineProblems and the rest still load."""
+def parse_jsonl(text: str | bytes, source: str) -> LoadResult:
+    """Validate every line; bad lines become LineProblems and the rest still load. Bytes are
+    split first, so a line that is not UTF-8 is that line's problem."""
     stem = Path(source.rsplit(":", 1)[-1]).stem or "item"  # "owner/name:file.jsonl" -> "file"
     items, problems, seen = [], [], {}
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    lines = text.split(b"\n") if isinstance(text, bytes) else text.splitlines()
+    for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            raw = json.loads(line)
-        except json.JSONDecodeError as e:
-            problems.append(LineProblem(lineno, f"invalid JSON: {e.msg} at column {e.colno}"))
+            raw = loads_request_json(line, "the line")
+        except RaLiteError as e:
+            problems.append(LineProblem(lineno, f"invalid JSON: {e.problem}"))
             continue
         try:
             if isinstance(raw, dict) and not any(k in raw for k in ("id", *FIELD_ALIASES["id"])):
@@ -332,7 +335,7 @@ def load_items(source: str) -> LoadResult:
         if not path.is_file():
             raise RaLiteError(f"benchmark file {source} does not exist",
                               "give an existing .jsonl path, 'quick', 'full', or a Hub dataset id")
-        return parse_jsonl(path.read_text(encoding="utf-8"), str(path))
+        return parse_jsonl(path.read_bytes(), str(path))
 
     repo_id, _, filename = source.partition(":")
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):

@@ -92,6 +92,15 @@ def read_header(path: str | Path, pick: dict[str, set[int]] | None = None) -> GG
     arrays are skipped by their lengths over an mmap, which takes tens of milliseconds.
     Raises ValueError on anything malformed (the callers turn it into a RaLiteError).
     """
+    import struct
+
+    try:
+        return _read_header(path, pick)
+    except (struct.error, IndexError, OverflowError, MemoryError) as e:   # a damaged file
+        raise ValueError(f"{type(e).__name__}: {e}") from None
+
+
+def _read_header(path: str | Path, pick: dict[str, set[int]] | None) -> GGUFHeader:
     import mmap
     import struct
 
