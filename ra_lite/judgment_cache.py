@@ -300,7 +300,8 @@ def _damaged(error: sqlite3.DatabaseError) -> bool:
     if type(error) is sqlite3.DatabaseError:
         return True
     text = str(error).lower()
-    return any(word in text for word in ("malformed", "not a database", "corrupt", "disk image"))
+    return any(word in text for word in ("malformed", "not a database", "corrupt", "disk image",
+                                         "could not decode"))
 
 
 class ModelCache:

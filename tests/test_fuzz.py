@@ -371,7 +371,9 @@ def test_the_tiny_gguf_itself_reads(tmp_path, tiny_gguf):
                           st.integers(0, 40_000)), min_size=1, max_size=4))
 # Found by the fuzzer: a flipped byte inside a stored text made sqlite3 raise UnicodeDecodeError
 # (not a DatabaseError) from the first PRAGMA, which escaped as a traceback.
+# And one inside a row's text: "Could not decode to UTF-8 column 'record'".
 @example(damage=[("flip", 3818)])
+@example(damage=[("flip", 7395)])
 @example(damage=[("truncate", 0), ("flip", 0)])
 def test_a_damaged_judgment_cache_misses_and_keeps_working(tmp_path_factory, damage):
     from ra_lite.judgment import Judgment
