@@ -22,7 +22,7 @@ from ra_lite.backend import Backend, LocalBackend, OrderPlan, plan_orders
 from ra_lite.defaults import DEFAULT_N_CTX
 from ra_lite.embedded import EMBEDDED_NOTICE
 from ra_lite.errors import RaLiteError
-from ra_lite.judge_queue import Finished, JudgeQueue
+from ra_lite.judge_queue import Finished, JudgeQueue, as_request
 from ra_lite.judgment import Comparison, Judgment
 from ra_lite.notices import print_notice
 from ra_lite.options import JudgeOptions
@@ -118,7 +118,7 @@ class Judge:
                 raise RaLiteError("on_reasoning streams one judgment at a time",
                                   "use parallel=1 to stream reasoning")
             for request in requests:
-                yield self.judge_request(_as_request(request), options,
+                yield self.judge_request(as_request(request), options,
                                          on_reasoning=on_reasoning)
             return
         yield from self.queue(parallel, options).in_order(requests, options)
@@ -164,10 +164,6 @@ class Judge:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _as_request(request) -> JudgeRequest:
-    return JudgeRequest.from_dict(request) if isinstance(request, dict) else request
 
 
 def load(model: str | Path | None = None, *, n_ctx: int = DEFAULT_N_CTX, n_gpu_layers: int | str = "auto",
