@@ -8,8 +8,11 @@ official temperature 0.1, top-p 0.9, seed 0), same think budget and the same 2 t
 route, one route at a time:
 
 1. ra-lite local, --parallel 1 and --parallel 4;
-2. ra-lite -> a real llama-server (scripts/build_llama_server.sh) with 4 slots, 4 concurrent
-   judgments, token-id prompts and ra-lite's phase grammars;
+2. ra-lite -> a real llama-server (scripts/build_llama_server.sh) started as the README says
+   (-np 4 --no-cache-idle-slots), 4 concurrent judgments, token-id prompts: (a) the choice-point
+   route (reasoning in one request, then one one-token request per score and per name inside a
+   tie, probabilities read from n_probs); (b) the grammar route (the answer decoded on the
+   server under ra-lite's phase grammars);
 3. the hand-rolled route: the official system prompt and user message sent to llama-server's
    /v1/chat/completions by 4 concurrent clients, with a GBNF grammar a careful user would write
    from the answer's JSON schema (a <think> block, as RewardAnything always writes one, then
@@ -24,8 +27,10 @@ route, one route at a time:
 
 Reported per route: judgments/s, generated tokens/s (reasoning + answer, as the server or
 ra-lite counts them), the valid-verdict rate (every response scored 1-5, a ranking that names
-each exactly once) and how many rankings put a lower score before a higher one. Every route's
-verdicts are also compared with route 1's (pairwise agreement of the rankings).
+each exactly once) and how many rankings put a lower score before a higher one; for the server
+routes also completion requests per judgment and the tokens the server ran per judgment
+(sampled + prompt tokens not served from its cache), and whether expected scores came back.
+Every route's verdicts are also compared with route 1's (pairwise agreement of the rankings).
 """
 
 from __future__ import annotations
@@ -114,14 +119,25 @@ def hand_rolled(url: str, item, think_budget: int) -> dict:
     real = chat.masked_to_real
     scores = {real.get(k, k): v for k, v in parsed["scores"].items()}
     ranking = [real.get(k, k) for k in parsed["best-to-worst"]]
-    return {"scores": scores, "ranking": ranking,
-            "tokens": int((data.get("usage") or {}).get("completion_tokens") or 0)}
+    usage = data.get("usage") or {}
+    generated = int(usage.get("completion_tokens") or 0)
+    cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+    return {"scores": scores, "ranking": ranking, "tokens": generated, "requests": 1,
+            "server_tokens": generated + int(usage.get("prompt_tokens") or 0) - cached,
+            "expected_scores": False}
 
 
 # --- routes -------------------------------------------------------------------------------------
 def verdict_of(judgment) -> dict:
-    return {"scores": judgment.scores, "ranking": judgment.ranking,
-            "tokens": judgment.tokens.think + judgment.tokens.answer}
+    verdict = {"scores": judgment.scores, "ranking": judgment.ranking,
+               "tokens": judgment.tokens.think + judgment.tokens.answer,
+               "expected_scores": judgment.expected_scores is not None}
+    if judgment.server is not None:
+        verdict.update(requests=judgment.server.requests,
+                       server_tokens=judgment.server.tokens_generated
+                       + judgment.server.prompt_tokens_evaluated,
+                       cache_lost=judgment.server.cache_lost)
+    return verdict
 
 
 def run_ra_lite(judge, items, options, parallel: int) -> list[dict]:
@@ -159,7 +175,12 @@ def summarize(name: str, verdicts: list[dict], items, seconds: float, anchor=Non
            "judgments_per_s": len(verdicts) / seconds,
            "generated_tokens_per_s": sum(v["tokens"] for v in verdicts) / seconds,
            "valid_rate": sum(v for v, _ in checks) / len(checks),
-           "inconsistent_rankings": sum(c for _, c in checks)}
+           "inconsistent_rankings": sum(c for _, c in checks),
+           "expected_scores_rate": sum(v["expected_scores"] for v in verdicts) / len(verdicts)}
+    if all("requests" in v for v in verdicts):
+        row["requests_per_judgment"] = sum(v["requests"] for v in verdicts) / len(verdicts)
+        row["server_tokens_per_judgment"] = sum(v["server_tokens"] for v in verdicts) / len(verdicts)
+        row["cache_lost"] = sum(v.get("cache_lost", 0) for v in verdicts)
     if anchor is not None:
         same = total = 0
         for v, a, (ok, _), (ok_a, _) in zip(verdicts, anchor["verdicts"], checks,
@@ -177,6 +198,12 @@ def main() -> None:
     parser.add_argument("--think-budget", type=int, default=256)
     parser.add_argument("--items", type=int, default=30, help="of the bundled quick set")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--server-flags", default="--no-cache-idle-slots",
+                        help="llama-server flags beside -np 4 (the README's: keep idle slots' "
+                             "cache)")
+    parser.add_argument("--no-local", action="store_true", help="skip the local routes")
+    parser.add_argument("--ngram", action="store_true",
+                        help="also the hand-rolled route with --spec-type ngram-mod")
     parser.add_argument("-o", "--output", type=Path)
     args = parser.parse_args()
 
@@ -198,48 +225,60 @@ def main() -> None:
     load_at_start = os.getloadavg()
     rows = []
 
-    judge = ra_lite.load(model, n_ctx=n_ctx * SLOTS, n_threads=args.threads, notify=lambda m: None)
-    for parallel in (1, SLOTS):
+    def timed(name, run):
         started = time.perf_counter()
-        verdicts = run_ra_lite(judge, items, options, parallel)
-        rows.append(summarize(f"ra-lite local, --parallel {parallel}", verdicts, items,
-                              time.perf_counter() - started, rows[0] if rows else None))
-        print(f"{rows[-1]['route']}: {rows[-1]['judgments_per_s']:.3f} judgments/s", file=sys.stderr)
-    judge.close()
+        verdicts = run()
+        rows.append(summarize(name, verdicts, items, time.perf_counter() - started,
+                              rows[0] if rows else None))
+        print(f"{name}: {rows[-1]['judgments_per_s']:.3f} judgments/s", file=sys.stderr)
 
-    routes = [("plain", ()), ("ngram-mod", ("--spec-type", "ngram-mod"))]
-    for label, extra in routes:
+    if not args.no_local:
+        judge = ra_lite.load(model, n_ctx=n_ctx * SLOTS, n_threads=args.threads,
+                             notify=lambda m: None)
+        for parallel in (1, SLOTS):
+            timed(f"ra-lite local, --parallel {parallel}",
+                  lambda: run_ra_lite(judge, items, options, parallel))
+        judge.close()
+
+    # Every server route gets a fresh server: llama-server keeps prompts in host RAM across
+    # requests, so a route run after another would find the same requests' prompts cached.
+    flags = tuple(args.server_flags.split())
+    server_routes = [("choices", flags), ("grammar", flags), ("hand-rolled", flags)]
+    if args.ngram:
+        server_routes.append(("hand-rolled", flags + ("--spec-type", "ngram-mod")))
+    for route, extra in server_routes:
         with LlamaServer(binary, model, slots=SLOTS, n_ctx=n_ctx, threads=args.threads,
                          extra=extra) as server:
-            if label == "plain":
-                remote = load_remote(server.url, template=str(model), options=options)
-                started = time.perf_counter()
-                verdicts = run_ra_lite(remote, items, options, SLOTS)
-                rows.append(summarize(f"ra-lite -> llama-server ({SLOTS} slots)", verdicts, items,
-                                      time.perf_counter() - started, rows[0]))
-                print(f"{rows[-1]['route']}: {rows[-1]['judgments_per_s']:.3f} judgments/s",
-                      file=sys.stderr)
-            started = time.perf_counter()
-            verdicts = run_hand_rolled(server.url, items, args.think_budget)
-            name = "hand-rolled: llama-server chat + JSON-schema GBNF" + \
-                (", --spec-type ngram-mod" if label != "plain" else "")
-            rows.append(summarize(name, verdicts, items, time.perf_counter() - started, rows[0]))
-            print(f"{rows[-1]['route']}: {rows[-1]['judgments_per_s']:.3f} judgments/s",
-                  file=sys.stderr)
+            if route == "hand-rolled":
+                timed("hand-rolled: llama-server chat + JSON-schema GBNF" +
+                      (", --spec-type ngram-mod" if "ngram-mod" in extra else ""),
+                      lambda: run_hand_rolled(server.url, items, args.think_budget))
+                continue
+            remote = load_remote(server.url, template=str(model), options=options, route=route,
+                                 notify=lambda m: print(m, file=sys.stderr))
+            timed(f"ra-lite -> llama-server ({SLOTS} slots), {route} route",
+                  lambda: run_ra_lite(remote, items, options, SLOTS))
 
     result = {"model": model.name, "items": len(items), "think_budget": args.think_budget,
-              "threads": args.threads, "slots": SLOTS, "llama_cpp_python": llama_cpp.__version__,
+              "threads": args.threads, "slots": SLOTS, "server_flags": args.server_flags,
+              "llama_cpp_python": llama_cpp.__version__,
               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
               "load_average_at_start": load_at_start, "load_average_at_end": os.getloadavg(),
               "rows": [{k: v for k, v in r.items() if k not in ("verdicts", "checks")}
                        for r in rows],
               "verdicts": {r["route"]: r["verdicts"] for r in rows}}
-    print("| route | judgments/s | generated tok/s | valid % | rankings inconsistent with "
-          "scores | pairwise agreement with route 1 % |")
-    print("|---|---|---|---|---|---|")
+    print("| route | judgments/s | generated tok/s | requests / judgment | server tokens / "
+          "judgment | expected scores % | valid % | rankings inconsistent with scores | "
+          "pairwise agreement with route 1 % |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in result["rows"]:
         agree = r.get("pairwise_agreement_with_route_1")
+        requests = r.get("requests_per_judgment")
+        tokens = r.get("server_tokens_per_judgment")
         print(f"| {r['route']} | {r['judgments_per_s']:.3f} | {r['generated_tokens_per_s']:.1f} | "
+              f"{'–' if requests is None else f'{requests:.1f}'} | "
+              f"{'–' if tokens is None else f'{tokens:.0f}'} | "
+              f"{100 * r['expected_scores_rate']:.0f} | "
               f"{100 * r['valid_rate']:.0f} | {r['inconsistent_rankings']} | "
               f"{'–' if agree is None else f'{100 * agree:.0f}'} |")
     save_result(args.output, result)

@@ -198,7 +198,7 @@ def _to_judgment(result: DecodeResult, chat: ChatPrompt, model: str) -> Judgment
     real = chat.masked_to_real
     probabilities = None
     score_records = [c for c in result.choices if c.kind == "score"]
-    if score_records and all(len(c.options) == 5 for c in score_records):
+    if score_records and all(len(c.options) == 5 and c.measured for c in score_records):
         probabilities = {}
         for record in score_records:
             by_digit = dict(zip(record.options, record.probabilities))
@@ -220,6 +220,7 @@ def _to_judgment(result: DecodeResult, chat: ChatPrompt, model: str) -> Judgment
         think_token_ids=list(result.think_tokens),
         think_closing=result.think_closing,
         speculative=asdict(result.speculative) if result.speculative is not None else None,
+        server=result.server,
     )
 
 

@@ -142,6 +142,12 @@ def remote_options(f):
         click.option("--remote-text-prompts", is_flag=True,
                      help="Send prompts as text (llama-cpp-python's server needs it); requests "
                           "that contain control-token text are then refused."),
+        click.option("--remote-route", default="auto", show_default=True,
+                     type=click.Choice(["auto", "choices", "grammar"]),
+                     help="choices: read each score's probability from the server (one "
+                          "one-token request per choice point); grammar: decode the answer on "
+                          "the server under a grammar (integer scores only); auto: choices "
+                          "wherever the server allows."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -156,9 +162,20 @@ def check_remote_flags(settings: dict) -> None:
     given = [flag for flag, key in (("--remote-tokenizer", "remote_tokenizer"),
                                     ("--remote-text-prompts", "remote_text_prompts"),
                                     ("--remote-model", "remote_model")) if settings.get(key)]
+    if settings.get("remote_route", "auto") != "auto":
+        given.append("--remote-route")
     if given:
         raise RaLiteError(f"{', '.join(given)} only apply with --remote URL",
                           "add --remote http://HOST:PORT, or drop them to judge locally")
+
+
+def remote_arguments(settings: dict) -> dict:
+    """load_remote's keyword arguments from the --remote-* flags (remote_options)."""
+    return {"url": settings["remote"], "kind": settings.get("remote_kind", "llama.cpp"),
+            "model": settings.get("remote_model"), "api_key": settings.get("remote_api_key"),
+            "tokenizer": settings.get("remote_tokenizer"),
+            "text_prompts": settings.get("remote_text_prompts", False),
+            "route": settings.get("remote_route", "auto")}
 
 
 def cache_option(default: bool):
@@ -186,9 +203,7 @@ def open_cache(use_cache: bool, model, remote: bool = False):
 
 def load_judge(model, n_ctx, n_gpu_layers, n_threads, flash_attn, verbose, think_budget,
                no_think, temperature, top_p, seed, repetition_guard=True, prompt_cache=True,
-               orders=1, speculative=False, remote=None, remote_kind="llama.cpp",
-               remote_model=None, remote_api_key=None, remote_tokenizer=None,
-               remote_text_prompts=False):
+               orders=1, speculative=False, remote=None, **remote_flags):
     """Builds the Judge for a command: a local GGUF, or with `remote` the server(s) at those
     URLs (tests replace this to drive the CLI with a fake)."""
     options = options_of(dict(think_budget=think_budget, no_think=no_think,
@@ -200,9 +215,9 @@ def load_judge(model, n_ctx, n_gpu_layers, n_threads, flash_attn, verbose, think
 
         # --model, if it is a local GGUF, lends its chat template to the remote prompt.
         template = model if model and str(model).endswith(".gguf") else None
-        return load_remote(remote, remote_kind, api_key=remote_api_key, model=remote_model,
-                           options=options, template=template, tokenizer=remote_tokenizer,
-                           text_prompts=remote_text_prompts, notify=_notice)
+        arguments = remote_arguments({"remote": remote, **remote_flags})
+        return load_remote(arguments.pop("url"), options=options, template=template,
+                           notify=_notice, **arguments)
     from ra_lite.judge import load
 
     return load(model, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads,

@@ -1,4 +1,6 @@
-"""`ra-lite doctor`: what this machine offers and what `--n-gpu-layers auto` would do with a model.
+"""`ra-lite doctor`: what this machine offers and what `--n-gpu-layers auto` would do with a model;
+with --remote URL, whether that server is set up for cheap choice-point judging
+(ra_lite.remote.checkup).
 
 Reads only headers and device information: no model is loaded, so it runs in a second even for
 an 8B model.
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 
 import click
 
+from ra_lite.cli import check_remote_flags, remote_arguments, remote_options
 from ra_lite.defaults import DEFAULT_N_CTX
 from ra_lite.runtime.devices import DeviceReport, probe
 
@@ -25,10 +28,12 @@ class DoctorReport:
     fit: dict | None                   # VramFit against the probed GPUs
     auto_layers: int | None            # what `auto` passes to llama.cpp (-1 = all, 0 = CPU)
     auto_reason: str | None
+    servers: list | None = None        # ServerCheck per --remote URL (ra_lite.remote.checkup)
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
         d["devices"] = self.devices.to_dict()
+        d["servers"] = [s.to_dict() for s in self.servers] if self.servers is not None else None
         return d
 
 
@@ -77,6 +82,23 @@ def doctor(model: str | None = None, n_ctx: int = DEFAULT_N_CTX, devices: Device
     return report
 
 
+def check_servers(remote: dict) -> list:
+    """ServerCheck of every server in `remote` (load_remote's keyword arguments, "url" first)."""
+    from ra_lite.remote.checkup import check_server
+    from ra_lite.remote.client import RemoteBackend
+    from ra_lite.remote.pool import parse_urls
+
+    remote = dict(remote)
+    checks = []
+    for url in parse_urls(remote.pop("url")):
+        backend = RemoteBackend(url, **remote)
+        try:
+            checks.append(check_server(backend))
+        finally:
+            backend.close()
+    return checks
+
+
 def format_report(report: DoctorReport) -> str:
     d = report.devices
     gib = lambda n: f"{n / 2**30:.2f} GiB"   # noqa: E731
@@ -95,6 +117,11 @@ def format_report(report: DoctorReport) -> str:
                          f"{gib(g.total_bytes)}")
     else:
         lines.append("gpu             none found (no nvidia-smi/NVML device, not Apple silicon)")
+    if report.servers is not None:
+        from ra_lite.remote.checkup import format_check
+
+        for check in report.servers:
+            lines += format_check(check)
     if report.model_error:
         lines.append(f"model           {report.model_error}")
         return "\n".join(lines)
@@ -116,7 +143,15 @@ def format_report(report: DoctorReport) -> str:
                    "Default: the embedded one.")
 @click.option("--n-ctx", type=int, default=DEFAULT_N_CTX, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def doctor_command(model, n_ctx, as_json):
-    """Show the llama.cpp backend, CPU features, GPUs and what --n-gpu-layers auto would do."""
+@remote_options
+def doctor_command(model, n_ctx, as_json, **remote_settings):
+    """Show the llama.cpp backend, CPU features, GPUs and what --n-gpu-layers auto would do;
+    with --remote URL, probe that server (probabilities, slots, whether a slot keeps a
+    judgment's prompt between requests). Exit status 1 when a server has a problem."""
+    check_remote_flags(remote_settings)
     report = doctor(model, n_ctx)
+    if remote_settings["remote"]:
+        report.servers = check_servers(remote_arguments(remote_settings))
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_report(report))
+    if report.servers and any(s.problems for s in report.servers):
+        raise SystemExit(1)

@@ -23,6 +23,33 @@ class Timings:
 
 
 @dataclass
+class ServerWork:
+    """What a judgment cost a remote server (ra_lite.remote), and how it was answered.
+
+    route: "choices" (free reasoning, then one one-token request per choice point, scores read
+    from the server's probabilities) or "grammar" (the answer decoded on the server under GBNF
+    grammars: integer scores only). choices_by_grammar: choice points answered by a one-token
+    grammar request because no allowed token was among the probabilities the server returned
+    (those choices have no probabilities, so the judgment has no expected scores).
+    cache_lost: follow-up requests whose prompt the server re-processed from the start (its
+    slot had lost the judgment's prefix: see the README's llama-server flags).
+    """
+
+    route: str
+    requests: int = 0
+    tokens_generated: int = 0        # tokens the server sampled (reasoning, grammar answers)
+    prompt_tokens_evaluated: int = 0  # prompt tokens the server ran (not served from its cache)
+    choices_by_grammar: int = 0
+    cache_lost: int = 0
+
+    def add(self, other: "ServerWork") -> "ServerWork":
+        """Two orders' work as one (the route of the first)."""
+        return ServerWork(self.route, *(getattr(self, f) + getattr(other, f) for f in
+                                        ("requests", "tokens_generated", "prompt_tokens_evaluated",
+                                         "choices_by_grammar", "cache_lost")))
+
+
+@dataclass
 class Consistency:
     """How much a request's per-order verdicts agree (ra_lite.orders says how each is computed)."""
 
@@ -59,6 +86,7 @@ class Judgment:
     # Speculative reasoning: {"drafted", "accepted", "steps"} token counts (None when off).
     speculative: dict | None = None
     cached: bool = False                        # answered from the judgment cache
+    server: ServerWork | None = None            # judged on a server: its work (None: local)
 
     @property
     def best(self) -> str:
@@ -85,6 +113,8 @@ class Judgment:
             fields["orders"] = [cls.from_record(r) for r in fields["orders"]]
         if fields.get("consistency"):
             fields["consistency"] = Consistency(**fields["consistency"])
+        if fields.get("server"):
+            fields["server"] = ServerWork(**fields["server"])
         return cls(**fields)
 
     def to_dict(self) -> dict:
@@ -103,6 +133,8 @@ class Judgment:
         }
         if self.speculative is not None:
             details["speculative"] = dict(self.speculative)
+        if self.server is not None:
+            details["server"] = asdict(self.server)
         if self.orders:
             details["orders"] = [verdict.order_entry(i + 1) for i, verdict in
                                  enumerate(self.orders)]

@@ -40,6 +40,7 @@ puts a lower score first):
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from dataclasses import replace
@@ -205,6 +206,10 @@ def combine(verdicts: list[Judgment], official_names: list[str], wall_s: float) 
     if any(v.speculative for v in verdicts):
         counted = [v.speculative for v in verdicts if v.speculative]   # NgramDrafter.counts()
         speculative = {k: sum(c.get(k, 0) for c in counted) for k in counted[0]}
+    server = None
+    if all(v.server for v in verdicts):
+        server = functools.reduce(lambda a, b: a.add(b), (v.server for v in verdicts))
     return replace(first, scores=scores, ranking=ranking, score_probabilities=probabilities,
                    tokens=tokens, timings=timings, orders=list(verdicts),
-                   consistency=consistency(verdicts, ranking[0]), speculative=speculative)
+                   consistency=consistency(verdicts, ranking[0]), speculative=speculative,
+                   server=server)

@@ -77,8 +77,9 @@ def test_text_prompts_refuse_control_token_text_by_name(server):
     assert_valid(judge.judge_request(plain), plain)
 
 
-def test_the_grammar_phases_keep_every_verdict_valid(server, embedded_path):
-    judge = load_remote(server.url, template=str(embedded_path),
+@pytest.mark.parametrize("route", ["grammar", "choices"])
+def test_both_routes_keep_every_verdict_valid_through_ties(server, embedded_path, route):
+    judge = load_remote(server.url, template=str(embedded_path), route=route,
                         options=JudgeOptions(think_budget=8, temperature=0.9, seed=3))
     requests = [JudgeRequest.create("Prefer the shortest correct answer.", f"{i}+1?",
                                     {f"r{k}": str(i + k) for k in range(6)}) for i in range(6)]
@@ -87,7 +88,97 @@ def test_the_grammar_phases_keep_every_verdict_valid(server, embedded_path):
     for result, request in zip(results, requests):
         assert_valid(result, request)
         tied += len(set(result.scores.values())) < len(result.scores)
-    assert tied, "no verdict had equal scores: the ranking grammar went untested"
+        assert result.server.route == route
+        # Probabilities for every response on the choice route; none on the grammar route.
+        assert (result.expected_scores is not None) == (route == "choices")
+        if route == "choices":
+            assert set(result.expected_scores) == set(request.responses)
+            assert result.server.choices_by_grammar == 0
+    assert tied, "no verdict had equal scores: the ranking choices went untested"
+
+
+def _recording(backend):
+    """Every /completion answer the backend gets: (request body, the server's timings)."""
+    seen, request = [], backend._request
+
+    def recorded(path, body, timeout=None):
+        answer = request(path, body, timeout)
+        if path == "/completion":
+            seen.append((body, answer.get("timings") or {}))
+        return answer
+    backend._request = recorded
+    return seen
+
+
+def test_choice_points_equal_the_local_judgment_and_reuse_the_slot(server, smollm_judge,
+                                                                   embedded_path):
+    greedy = JudgeOptions(think_budget=0, temperature=0.0)
+    judge = load_remote(server.url, template=str(embedded_path), options=greedy)
+    seen = _recording(judge.backend)
+    request = JudgeRequest.create("Prefer the correct answer.", "What is 2+2?",
+                                  {"a": "4", "b": "5", "c": "four", "d": "2+2"})
+    remote = judge.judge_request(request)
+    local = smollm_judge.judge_request(request, greedy)
+    assert remote.scores == local.scores and remote.ranking == local.ranking
+    for name, value in local.expected_scores.items():
+        assert remote.expected_scores[name] == pytest.approx(value, abs=0.15)  # see test_remote_choices
+    # One one-token request per choice, each extending the last; the server's own timings say
+    # the pinned slot served everything but the new ids from its cache.
+    assert len(seen) == remote.server.requests >= 4
+    for (before, _), (after, timings) in zip(seen, seen[1:]):
+        assert after["prompt"][:len(before["prompt"])] == before["prompt"]
+        assert after["id_slot"] == before["id_slot"]
+        assert timings["cache_n"] >= len(before["prompt"])
+        assert timings["prompt_n"] == len(after["prompt"]) - timings["cache_n"] <= 24
+    assert remote.server.cache_lost == 0
+
+    # The same forced reasoning: the local judgment's output replayed on the server reads the
+    # server's probabilities at the same choice points.
+    thinking = JudgeOptions(think_budget=24, temperature=0.0)
+    reference = smollm_judge.judge_request(request, thinking)
+    on_server = judge.replay(request, reference)
+    locally = smollm_judge.replay(request, reference)
+    assert on_server.scores == reference.scores and on_server.ranking == reference.ranking
+    for name, probs in locally.score_probabilities.items():
+        assert on_server.score_probabilities[name] == pytest.approx(probs, abs=0.08)
+    # And judged afresh with thinking, greedy: the server samples the same reasoning.
+    fresh = load_remote(server.url, template=str(embedded_path), options=thinking)
+    again = fresh.judge_request(request)
+    assert again.think_token_ids == reference.think_token_ids
+    assert again.scores == reference.scores and again.think_end == reference.think_end
+
+
+def test_doctor_remote_finds_a_server_that_throws_prefixes_away(binary, embedded_path, server):
+    from click.testing import CliRunner
+
+    from ra_lite.cli import main
+
+    good = CliRunner().invoke(main, ["doctor", "--remote", server.url])
+    assert good.exit_code == 0, good.output
+    assert "prefix kept     yes" in good.output and "probabilities   yes" in good.output
+    # llama-server's defaults: -np auto (4 slots over one unified KV cache) and
+    # --cache-idle-slots, which clears the idle slots whenever a task starts.
+    with LlamaServer(binary, embedded_path, slots=None) as defaults:
+        bad = CliRunner().invoke(main, ["doctor", "--remote", defaults.url, "--json"])
+        assert bad.exit_code == 1
+        (check,) = json.loads(bad.output)["servers"]
+        assert check["prefix_kept"] is False and check["probabilities"] is True
+        assert "-np K --no-cache-idle-slots" in check["problems"][0]
+        # A judgment there is still correct; the lost cache is counted and said once.
+        notices = []
+        judge = load_remote(defaults.url, options=JudgeOptions(think_budget=0),
+                            notify=notices.append)
+        busy = load_remote(defaults.url, options=JudgeOptions(think_budget=0))
+        request = JudgeRequest.create("Be correct.", "2+2?", {"a": "4", "b": "5"})
+        worker = threading.Thread(target=lambda: [busy.judge_request(request)
+                                                  for _ in range(3)])
+        worker.start()
+        results = [judge.judge_request(request) for _ in range(3)]
+        worker.join()
+        for result in results:
+            assert_valid(result, request)
+        if any(r.server.cache_lost for r in results):
+            assert len([n for n in notices if "--no-cache-idle-slots" in n]) == 1
 
 
 def test_llama_server_slots_set_auto_and_take_ra_lite_workers(server, embedded_path):

@@ -72,9 +72,11 @@ def grammar_check(embedded_path):
 
 
 def test_llama_cpp_phases_send_the_local_prompt_and_grammars(fake, smollm_judge, embedded_path, grammar_check):
+    fake.cache_n = 300
     fake.script = [("I weigh them.", "word"), (SCORES_TIE, "eos"),
                    ('"model-2", "model-1", "model-3"]\n}', "eos")]
-    backend = RemoteBackend(fake.url, "llama.cpp", template=embedded_path, api_key="key-1")
+    backend = RemoteBackend(fake.url, "llama.cpp", template=embedded_path, api_key="key-1",
+                            route="grammar")
     options = JudgeOptions(think_budget=77, temperature=0.3, top_p=0.8, seed=5)
     result = Judge(backend, options).judge("Be brief.", "Hi?", RESPONSES)
 
@@ -108,14 +110,16 @@ def test_llama_cpp_phases_send_the_local_prompt_and_grammars(fake, smollm_judge,
 def test_vllm_uses_structured_outputs_and_the_served_model(fake, embedded_path):
     fake.script = [("Hmm", "eos"), (SCORES_DISTINCT, "eos")]
     judge = load_remote(fake.url + "/v1/", "vllm", options=JudgeOptions(think_budget=16),
-                        tokenizer=embedded_path)
+                        tokenizer=embedded_path, route="grammar")
     result = judge.judge("P", "Q", RESPONSES)
     assert fake.requests[0]["method"] == "GET" and fake.requests[0]["path"] == "/v1/models"
     think, scores = (r["body"] for r in fake.posts())          # no ties: the ranking is forced
     assert [r["path"] for r in fake.posts()] == ["/v1/completions"] * 2
     assert think["model"] == "served-model" and think["max_tokens"] == 16
     assert isinstance(think["prompt"], list) and all(isinstance(t, int) for t in think["prompt"])
-    assert not fake.tokenize_requests()        # the ids came from the GGUF named as tokenizer
+    # The ids came from the GGUF named as tokenizer: the server's /tokenize only checked it once.
+    (check,) = fake.tokenize_requests()
+    assert check["prompt"].startswith("<|im_start|>") and check["add_special_tokens"] is False
     assert scores["structured_outputs"] == {"grammar": scores_gbnf(["model-1", "model-2", "model-3"])}
     assert "grammar" not in scores and "guided_grammar" not in scores and "min_p" not in scores
     # vLLM said end-of-sequence (stop_reason None), not "</think>": closed for the model, as locally.
@@ -158,10 +162,10 @@ def test_thinking_off_renders_qwen3s_empty_think_block(fake):
 def test_a_server_that_ignores_the_grammar_is_a_clear_error(fake):
     fake.script = [("model-1 is the best, I'd say", "eos")]
     with pytest.raises(RaLiteError, match="outside the grammar.*--remote-kind"):
-        load_remote(fake.url, options=JudgeOptions(think_budget=0)).judge("P", "Q", RESPONSES)
+        load_remote(fake.url, options=JudgeOptions(think_budget=0), route="grammar").judge("P", "Q", RESPONSES)
     fake.script = [(SCORES_TIE, "eos"), ('"model-3", "model-1", "model-2"]\n}', "eos")]
     with pytest.raises(RaLiteError, match="ranking outside the grammar"):
-        load_remote(fake.url, options=JudgeOptions(think_budget=0)).judge("P", "Q", RESPONSES)
+        load_remote(fake.url, options=JudgeOptions(think_budget=0), route="grammar").judge("P", "Q", RESPONSES)
 
 
 def test_http_failures_name_the_url_and_status(fake):
@@ -183,8 +187,12 @@ def test_http_failures_name_the_url_and_status(fake):
         judge.judge("P", "Q", RESPONSES)
     with pytest.raises(RaLiteError, match="unknown remote kind"):
         RemoteBackend("http://127.0.0.1:1", "tgi")
-    with pytest.raises(RaLiteError, match="needs the model's logits"):
-        RemoteBackend("http://127.0.0.1:1").generate(build_chat_prompt("P", "Q", RESPONSES), JudgeOptions(), forcing=object())
+    with pytest.raises(RaLiteError, match="replaying a judgment needs the model's probabilities"):
+        RemoteBackend("http://127.0.0.1:1", route="grammar").generate(build_chat_prompt("P", "Q", RESPONSES), JudgeOptions(), forcing=object())
+    with pytest.raises(RaLiteError, match="choice-point route needs token-id prompts.*--remote-route grammar"):
+        RemoteBackend("http://127.0.0.1:1", "openai", text_prompts=True, route="choices")
+    with pytest.raises(RaLiteError, match="unknown remote route"):
+        RemoteBackend("http://127.0.0.1:1", route="fast")
 
 
 def test_a_tie_group_too_large_for_one_grammar_goes_step_by_step(fake, grammar_check):
@@ -193,7 +201,7 @@ def test_a_tie_group_too_large_for_one_grammar_goes_step_by_step(fake, grammar_c
     scores_text = '{\n  "scores": {' + ", ".join(f'"{n}": 3' for n in names) + '},\n  "best-to-worst": ['
     order = names[::-1]
     fake.script = [(scores_text, "eos")] + [(f'"{n}"', "eos") for n in order[:10]]
-    result = load_remote(fake.url, options=JudgeOptions(think_budget=0)).judge("P", "Q", responses)
+    result = load_remote(fake.url, options=JudgeOptions(think_budget=0), route="grammar").judge("P", "Q", responses)
     posts = [r["body"] for r in fake.posts()]
     assert len(posts) == 11                                   # scores + one per open position
     assert posts[1]["grammar"] == choice_gbnf(names) and grammar_check(posts[1]["grammar"])
@@ -218,7 +226,7 @@ def test_remote_judge_behind_ra_lite_serve(fake):
     from tests.support.api_client import OfficialApiClient
 
     fake.script = [(SCORES_DISTINCT, "eos")] * 3
-    judge = load_remote(fake.url, options=JudgeOptions(think_budget=0))
+    judge = load_remote(fake.url, options=JudgeOptions(think_budget=0), route="grammar")
     server = RewardServer(judge, ServerConfig(port=0, workers=3)).start()
     try:
         results = OfficialApiClient(server.url).judge_batch([{"principle": "P", "prompt": "Q", "responses": RESPONSES}] * 3)
@@ -233,7 +241,8 @@ def test_an_injected_response_goes_out_as_text_tokens_equal_to_the_local_ids(fak
     """llama.cpp kind: ids from the server's /tokenize, contents with parse_special off."""
     responses = {"a": INJECTION, "b": "4"}
     fake.script = [("ok", "word"), (SCORES_TWO, "eos")]
-    judge = load_remote(fake.url, template=embedded_path, options=JudgeOptions(think_budget=8))
+    judge = load_remote(fake.url, template=embedded_path, options=JudgeOptions(think_budget=8),
+                        route="grammar")
     result = judge.judge("Be correct.", "What is 2+2?", responses)
     chat = build_chat_prompt("Be correct.", "What is 2+2?", responses)
     sent = fake.posts()[0]["body"]["prompt"]
@@ -254,7 +263,7 @@ def test_a_gguf_tokenizer_gives_the_local_ids_for_vllm(fake, smollm_judge, embed
     responses = {"a": INJECTION, "b": "4"}
     fake.script = [(SCORES_TWO, "eos")]
     load_remote(fake.url, "vllm", model="m", template=embedded_path, tokenizer=embedded_path,
-                options=JudgeOptions(think_budget=0)).judge("P", "Q", responses)
+                options=JudgeOptions(think_budget=0), route="grammar").judge("P", "Q", responses)
     chat = build_chat_prompt("P", "Q", responses)
     assert fake.posts()[0]["body"]["prompt"] == local_ids(smollm_judge, chat, False)
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from ra_lite.bench.settings import BENCH_DEFAULTS
-from ra_lite.cli import cache_option, check_remote_flags, generation_options, remote_options
+from ra_lite.cli import (cache_option, check_remote_flags, generation_options, remote_arguments,
+                         remote_options)
 from ra_lite.defaults import DEFAULT_N_CTX
 
 
@@ -32,7 +33,8 @@ def run_bench(models: list[str | None], *, reference: str | None = None, data: s
     at the largest budget).
     remote: judge on server(s) instead of the local models (load_remote's keyword arguments,
     "url" first); a local .gguf in `models` then only lends its chat template. Decisions are
-    compared with a local reference; a server exposes no logits, so no KL divergence.
+    compared with a local reference, and on the choice-point route (llama-server, vLLM) the
+    reference is replayed on the server for the KL divergence.
     """
     from ra_lite.bench.report import build_report, model_section, sweep_row, write_outputs
     from ra_lite.bench.run import agreement, evaluate_model, evaluate_remote, load_bench_items
@@ -62,7 +64,7 @@ def run_bench(models: list[str | None], *, reference: str | None = None, data: s
             if model is REMOTE:
                 return evaluate_remote(remote, items, settings.with_budget(budget),
                                        template=template, notify=notify, progress=bar,
-                                       parallel=parallel)
+                                       parallel=parallel, reference=kw.get("reference"))
             return evaluate_model(model, items, settings.with_budget(budget), cache,
                                   notify=notify, progress=bar, parallel=parallel, **kw)
 
@@ -144,11 +146,7 @@ def bench_command(models, reference, data, output_dir, think_budget, temperature
     check_remote_flags(remote_settings)
     remote = None
     if remote_settings["remote"]:
-        remote = {"url": remote_settings["remote"], "kind": remote_settings["remote_kind"],
-                  "model": remote_settings["remote_model"],
-                  "api_key": remote_settings["remote_api_key"],
-                  "tokenizer": remote_settings["remote_tokenizer"],
-                  "text_prompts": remote_settings["remote_text_prompts"]}
+        remote = remote_arguments(remote_settings)
     report = run_bench(list(models) or [None], reference=reference, data=data,
                        output_dir=output_dir, think_budget=think_budget, think_budgets=budgets,
                        temperature=temperature, top_p=top_p, seed=seed, n_ctx=n_ctx,

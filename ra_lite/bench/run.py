@@ -126,11 +126,13 @@ def evaluate_model(model: str | None, items: list[BenchItem], settings: BenchSet
 
 def evaluate_remote(remote: dict, items: list[BenchItem], settings: BenchSettings, *,
                     template=None, notify: Callable[[str], None] = print,
-                    progress: Callable | None = None, parallel: int | str = "auto"
-                    ) -> ModelResults:
+                    progress: Callable | None = None, parallel: int | str = "auto",
+                    reference: ModelResults | None = None) -> ModelResults:
     """Judge every item on the server(s) of `remote` (load_remote's keyword arguments, "url"
-    first). A server's model file cannot be identified, so nothing is cached, and it exposes no
-    logits, so it gets no KL divergence against a reference (decisions are still compared)."""
+    first). A server's model file cannot be identified, so nothing is cached. On the choice-point
+    route the reference's outputs are replayed on the server for the KL divergence, as for a
+    local model; the grammar route reads no probabilities, so it gets none (decisions are still
+    compared)."""
     import hashlib
 
     from ra_lite.remote import load_remote
@@ -145,13 +147,17 @@ def evaluate_remote(remote: dict, items: list[BenchItem], settings: BenchSetting
                            size_bytes=0, embedded=False, records={})
     reporter = progress(len(items), f"judging on {judge.model_name}") if progress else None
     try:
-        for item, judgment, error in _judged(judge, items, settings.options, parallel):
-            results.records[item.id] = _record(item.id, judgment, error)
+        try:
+            for item, judgment, error in _judged(judge, items, settings.options, parallel):
+                results.records[item.id] = _record(item.id, judgment, error)
+                if reporter is not None:
+                    reporter.update(judgment)
+        finally:
             if reporter is not None:
-                reporter.update(judgment)
+                reporter.close()
+        if reference is not None and getattr(judge.backend, "route", "choices") == "choices":
+            _replay_reference(results, reference, items, settings, None, lambda: judge, progress)
     finally:
-        if reporter is not None:
-            reporter.close()
         judge.close()
     return results
 

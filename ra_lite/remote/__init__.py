@@ -2,10 +2,16 @@
 
 Modules, in import order (each imports only those above it):
 
-    grammar   the per-phase GBNF grammars a server gets (scores, then a ranking that follows them)
-    tokens    token-id prompts built by the local rule, so responses never become control tokens
-    client    RemoteBackend: one server, its endpoints, and which failures are the server's
-    pool      ServerPool: several servers, least outstanding work, failover; load_remote
+    grammar        the per-phase GBNF grammars a server gets (scores, then a ranking)
+    tokens         token-id prompts built by the local rule, so responses never become control
+                   tokens; token pieces for the decoder
+    choice_route   the local decoder's steps answered by a server: reasoning in one request,
+                   one one-token request per choice point, probabilities read (the default)
+    grammar_route  the answer decoded on the server under the phase grammars (no probabilities)
+    client         RemoteBackend: one server, its endpoints and fields, the route it takes, and
+                   which failures are the server's
+    pool           ServerPool: several servers, least outstanding work, failover; load_remote
+    checkup        `ra-lite doctor --remote`: probabilities, slots, whether slots keep prefixes
 
     from ra_lite.remote import load_remote
     judge = load_remote("http://gpu-box:8080")                        # llama-server

@@ -2,35 +2,41 @@
 
     from ra_lite.remote import load_remote
     judge = load_remote("http://127.0.0.1:8080", kind="llama.cpp")      # llama.cpp's llama-server
-    judge = load_remote("http://gpu-box:8000", kind="vllm", model="RewardAnything-8B-v1")
+    judge = load_remote("http://gpu-box:8000", kind="vllm", model="RewardAnything-8B-v1",
+                        tokenizer="RewardAnything-8B-v1-Q8_0.gguf")
     judge.judge(principle, prompt, responses)       # same Judgment as a local judge
 
 Same prompt: the chat is rendered here (Qwen3's ChatML + <think> rules, or a template you pass)
 and sent to a raw-completion endpoint as token ids built by the local rule (tokens.py): the
 template's control tokens are control tokens, the messages (untrusted responses) are plain
 text, so a response cannot close the user turn and answer for the judge. The ids come from
-llama-server's /tokenize, or from the model's GGUF named as `tokenizer`. Text prompts, which the
-server tokenizes with special-token parsing on, are sent only with text_prompts=True, and then a
-request containing control-token text is refused. No server-side chat template in between. Same
-grammar: generation runs in phases (grammar.py) — free reasoning capped by the think budget,
-then the scores under a GBNF grammar, then the ranking under a grammar built from those scores —
-so every answer obeys the rules the local decoder enforces, including "the ranking follows the
-scores", which no single CFG can express. The joined output is checked with parse_answer before
-it is returned.
+llama-server's /tokenize, or from the model's GGUF named as `tokenizer` (compared with the
+server's tokenizer once per connection). Text prompts, which the server tokenizes with
+special-token parsing on, are sent only with text_prompts=True, and then a request containing
+control-token text is refused. No server-side chat template in between.
 
-kinds (which endpoint and grammar field; where the prompt's token ids come from):
-    llama.cpp     POST /completion, "grammar" (llama.cpp's llama-server); ids from its /tokenize
-    vllm          POST /v1/completions, "structured_outputs": {"grammar": ...} (vLLM >= 0.12);
-                  ids from `tokenizer` (vLLM's /tokenize always parses special-token text)
-    vllm-legacy   POST /v1/completions, "guided_grammar" (vLLM before 0.12); as vllm
+Two routes to the answer (route="auto" picks the first wherever it works):
+    choices   choice_route.py: the local decoder's own steps; the server runs the reasoning and
+              answers one one-token request per choice point with its raw probabilities; ra-lite
+              samples the choice with its own sampler and seed. Expected scores, probability-
+              averaged --orders and replays work as locally. Needs token ids (llama.cpp, vllm).
+    grammar   grammar_route.py: the answer decoded on the server under per-phase GBNF grammars;
+              integer scores only. For servers that give no probabilities (chosen automatically,
+              with a notice) and for text prompts.
+
+kinds (which endpoint and fields; where the prompt's token ids come from):
+    llama.cpp     POST /completion, "n_probs", "grammar", "id_slot" (llama.cpp's llama-server);
+                  ids from its /tokenize
+    vllm          POST /v1/completions, "logprob_token_ids", "structured_outputs": {"grammar"}
+                  (vLLM >= 0.12); ids from `tokenizer` (vLLM's /tokenize parses special text)
+    vllm-legacy   POST /v1/completions, "guided_grammar" (vLLM before 0.12): grammar route
     openai        POST /v1/completions, "grammar" (llama-cpp-python's server): text prompts only
                   (its /v1/completions takes no token ids), so it needs text_prompts=True
 
-Differences from local decoding, by necessity: the server's sampler and RNG draw the tokens
-(the settings — temperature, top-k 50, top-p, seed — are the same); scores come without per-digit
-probabilities (expected_scores is None); and where the server does not say whether reasoning
-stopped at `</think>` or at an end-of-generation token ("openai" kind), both count as closed by
-the model. The backend keeps no per-request state, so one instance may serve many threads.
+The server's sampler and RNG draw the reasoning (the settings — temperature, top-k 50, top-p,
+seed — are the same); where the server does not say whether reasoning stopped at `</think>` or
+at an end-of-generation token ("openai" kind), both count as closed by the model. One instance
+may serve many threads (each judgment keeps its own state; slots are handed out under a lock).
 
 Failures say whose they are: a server that cannot be reached, drops the connection, times out
 or answers 5xx raises ServerUnavailable (a pool of servers, pool.py, then retries the judgment
@@ -39,32 +45,35 @@ on another); a 4xx is the request's own problem (e.g. it does not fit the server
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import re
 import socket
-import time
+import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from ra_lite.chat_template import render_chat
-from ra_lite.runtime.decode import AFTER_THINK, BUDGET_CLOSE, DecodeResult
 from ra_lite.errors import RaLiteError
-from ra_lite.judgment import Timings
-from ra_lite.grammar import THINK_CLOSE, THINK_OPEN, AnswerError, parse_answer
-from ra_lite.remote.grammar import (RANKING_END, choice_gbnf, forced_ranking, parse_ranking,
-                                    parse_scores, ranking_fits_one_grammar, ranking_gbnf,
-                                    ranking_text, scores_gbnf, scores_max_text, tie_groups)
+from ra_lite.grammar import THINK_CLOSE
+from ra_lite.remote.choice_route import ServerVocabulary, judge_at_choices
+from ra_lite.remote.grammar import gbnf_literal
+from ra_lite.remote.grammar_route import judge_by_grammar
 from ra_lite.remote.tokens import (CONTROL_TEXT, GgufTokenizer, RemotePrompt, ServerTokenizer,
                                    control_pattern, refuse_control_text)
+from ra_lite.runtime.decode import DecodeResult
 
 KINDS = ("llama.cpp", "vllm", "vllm-legacy", "openai")
 ALIASES = {"llamacpp": "llama.cpp", "llama-cpp": "llama.cpp", "llama-server": "llama.cpp",
            "llama-cpp-python": "openai"}
 TOP_K = 50            # the local sampler chain's top-k (the official runtime's HF default)
 PROBE_TIMEOUT = 10.0  # seconds for /health and /props (a judgment's own requests get `timeout`)
+ROUTES = ("auto", "choices", "grammar")
+# llama-server's top-N at a choice point: the allowed ids (5 digits, a tie's names) must be in it.
+CHOICE_PROBS = 100
 
 # Qwen3's chat template, reduced to what a judgment uses (a system and a user message, no tools):
 # ChatML, and with thinking off an empty think block after the assistant header.
@@ -88,9 +97,10 @@ class Completion:
     text: str
     stop: str                  # "word" (a stop string), "eos", "limit", or "stop" (eos or word)
     prompt_tokens: int = 0
-    cached_tokens: int = 0
+    cached_tokens: int | None = None   # prompt tokens served from the server's cache (None: unsaid)
     completion_tokens: int = 0
     token_ids: list[int] | None = None
+    logprobs: dict[int, float] | None = None   # next-token raw log-probabilities (choice points)
 
 
 def template_from_gguf(path: str | Path) -> tuple[str, str, str]:
@@ -124,10 +134,13 @@ class RemoteBackend:
     def __init__(self, base_url: str, kind: str = "llama.cpp", *, api_key: str | None = None,
                  model: str | None = None, template: str | Path | None = None,
                  timeout: float = 600.0, text_prompts: bool = False,
-                 tokenizer: str | Path | None = None):
+                 tokenizer: str | Path | None = None, route: str = "auto",
+                 n_probs: int = CHOICE_PROBS, notify=None):
         kind = ALIASES.get(kind, kind)
         if kind not in KINDS:
             raise RaLiteError(f"unknown remote kind {kind!r}", f"use one of {', '.join(KINDS)}")
+        if route not in ROUTES:
+            raise RaLiteError(f"unknown remote route {route!r}", f"use one of {', '.join(ROUTES)}")
         base = base_url.rstrip("/")
         if not base.startswith(("http://", "https://")):
             raise RaLiteError(f"{base_url!r} is not an http(s) URL", "write http://host:port")
@@ -153,6 +166,28 @@ class RemoteBackend:
             builtin = [] if known else [CONTROL_TEXT.pattern]
             self.control = re.compile("|".join(
                 builtin + [control_pattern(known + [self.bos, self.eos]).pattern]))
+        self.route_asked, self.route = route, self._route(route)
+        self.n_probs = n_probs
+        self.notify = notify or (lambda message: None)
+        self._lock = threading.Lock()
+        self._said: set[str] = set()
+        self._vocabulary: ServerVocabulary | None = None
+        self._free_slots: list[int] | None = None
+        self._tokenizer_checked = False
+
+    def _route(self, route: str) -> str:
+        """auto: choice points wherever the server takes token ids and gives probabilities."""
+        able = self.tokens is not None and self.kind in ("llama.cpp", "vllm")
+        if route == "choices" and not able:
+            raise RaLiteError(
+                f"the choice-point route needs token-id prompts on llama.cpp's llama-server or "
+                f"vLLM (this is {self.kind}" + (", with text prompts" if self.tokens is None
+                                                 else "") + ")",
+                "use --remote-route grammar (or auto), or judge on llama-server / vLLM with "
+                "token ids")
+        if route == "auto":
+            return "choices" if able else "grammar"
+        return route
 
     def _token_source(self, tokenizer):
         """Where token-id prompts get their ids; None for text prompts (see tokens.py)."""
@@ -186,109 +221,145 @@ class RemoteBackend:
         return render_chat(self.template, chat.messages, enable_thinking=thinking,
                            bos_token=self.bos, eos_token=self.eos)
 
-    def generate(self, chat, options, forcing=None, on_reasoning=None) -> DecodeResult:
-        if forcing is not None:
-            raise RaLiteError("replaying a judgment needs the model's logits, which a remote "
-                              "server does not expose", "replay with a local GGUF (ra_lite.load)")
-        names = chat.masked_names
-        started = time.perf_counter()
-        rendered = self.render(chat, options.think_budget > 0)
-        prompt, parts = self._prompt(chat, rendered), []
-        reasoning, closing, closed, think_ids = "", "", False, []
-        first = None
-        if options.think_budget > 0:
-            if not rendered.rstrip().endswith(THINK_OPEN):
-                prompt.add(THINK_OPEN + "\n")
-                parts.append(THINK_OPEN + "\n")
-            first = self.complete(prompt, max_tokens=options.think_budget, options=options,
-                                  stop=[THINK_CLOSE])
-            thought, closed = first.text, first.stop in ("word", "stop")
-            if THINK_CLOSE in thought:      # a server that returns text past its stop string
-                thought, closed = thought[: thought.index(THINK_CLOSE)], True
-            # As locally: the model's own close gets "</think>\n\n"; a budget or end-of-generation
-            # stop gets the block closed for it (BUDGET_CLOSE).
-            closing = THINK_CLOSE + AFTER_THINK if closed else BUDGET_CLOSE
-            reasoning = thought.strip()
-            think_ids = list(first.token_ids or [])[: options.think_budget]
-            parts += [thought, closing]
-            prompt.add(thought, generated=True).add(closing)
-        thought_at = time.perf_counter()
+    def generate(self, chat, options, forcing=None, on_reasoning=None,
+                 cancelled=None) -> DecodeResult:
+        if self.route == "choices":
+            return judge_at_choices(self, chat, options, forcing, on_reasoning, cancelled)
+        return judge_by_grammar(self, chat, options, forcing, on_reasoning)
 
-        scored = self.complete(prompt, max_tokens=len(scores_max_text(names)) + 8,
-                               options=options, grammar=scores_gbnf(names))
-        first = first or scored
-        scores = parse_scores(scored.text, names)
-        if scores is None:
-            raise self._outside_grammar("scores", scored.text)
-        prompt.add(scored.text)         # grammar-checked: ra-lite's own answer text
-        answer_tokens = scored.completion_tokens
-        ranking = forced_ranking(scores)
-        if ranking is not None:
-            rank_text = ranking_text(ranking)
-        elif ranking_fits_one_grammar(scores):
-            ranked = self.complete(prompt, max_tokens=len(ranking_text(names)) + 8,
-                                   options=options, grammar=ranking_gbnf(scores))
-            ranking, rank_text = parse_ranking(ranked.text, scores), ranked.text
-            if ranking is None:
-                raise self._outside_grammar("ranking", ranked.text)
-            answer_tokens += ranked.completion_tokens
-        else:
-            ranking, rank_text, used = self._rank_step_by_step(prompt, scores, options)
-            answer_tokens += used
-        text = "".join(parts) + scored.text + rank_text
-        try:
-            parse_answer(text, names)
-        except AnswerError as e:   # cannot happen if the phases did their job: say so loudly
-            raise RaLiteError(f"the remote judgment is invalid ({e})", "report this bug") from e
-        done = time.perf_counter()
-        return DecodeResult(
-            text=text, reasoning=reasoning, scores=scores, ranking=ranking, choices=[],
-            think_tokens=think_ids, think_closing=closing,
-            think_end=_think_end(closing, closed, first.stop if options.think_budget else ""),
-            prompt_tokens=first.prompt_tokens,
-            prompt_tokens_reused=min(first.cached_tokens, first.prompt_tokens),
-            answer_tokens=answer_tokens, answer_tokens_evaluated=answer_tokens,
-            timings=Timings(think_s=thought_at - started, answer_s=done - thought_at,
-                            total_s=done - started))
-
-    def _prompt(self, chat, rendered: str) -> RemotePrompt:
+    def remote_prompt(self, chat, rendered: str) -> RemotePrompt:
         if self.tokens is None:     # text prompts: only what cannot inject goes out
             refuse_control_text(chat, self.control)
             return RemotePrompt(rendered)
-        ids = self.tokens.prompt(rendered, [m["content"] for m in chat.messages])
-        return RemotePrompt(rendered, ids, self.tokens)
+        return RemotePrompt(rendered, self.prompt_ids(chat, rendered), self.tokens)
 
-    def _rank_step_by_step(self, prompt: RemotePrompt, scores: dict[str, int], options):
-        """One request per tied position: for tie groups too large for a permutation grammar."""
-        ranking, text, used = [], "", 0
-        for group in tie_groups(scores):
-            remaining = list(group)
-            while remaining:
-                text += ", " if ranking else ""
-                if len(remaining) == 1:
-                    pick, piece = remaining[0], f'"{remaining[0]}"'
-                else:
-                    c = self.complete(prompt.plus(text), max_tokens=len(max(remaining, key=len)) + 8,
-                                      options=options, grammar=choice_gbnf(remaining))
-                    pick, piece, used = c.text.strip('"'), c.text, used + c.completion_tokens
-                    if piece != f'"{pick}"' or pick not in remaining:
-                        raise self._outside_grammar("ranking", c.text)
-                ranking.append(pick)
-                remaining.remove(pick)
-                text += piece
-        return ranking, text + RANKING_END, used
+    def prompt_ids(self, chat, rendered: str) -> list[int]:
+        """The prompt as token ids, built by the local rule (tokens.py)."""
+        self._check_tokenizer()
+        return self.tokens.prompt(rendered, [m["content"] for m in chat.messages])
 
-    def _outside_grammar(self, what: str, text: str) -> RaLiteError:
+    def outside_grammar(self, what: str, text: str) -> RaLiteError:
         field = {"llama.cpp": '"grammar"', "openai": '"grammar"',
                  "vllm": '"structured_outputs.grammar"', "vllm-legacy": '"guided_grammar"'}
         return RaLiteError(f"{self.base_url} returned {what} outside the grammar: {text[:200]!r}",
                            f"the server must honour the {field[self.kind]} field; check "
                            f"--remote-kind (llama.cpp, vllm, vllm-legacy, openai)")
 
+    # --- the choice-point route's requests (choice_route.py) -----------------------------------
+    def vocabulary(self) -> ServerVocabulary:
+        with self._lock:
+            if self._vocabulary is None:
+                self._vocabulary = ServerVocabulary(self.tokens)
+            return self._vocabulary
+
+    @contextlib.contextmanager
+    def pinned_slot(self):
+        """A server slot this judgment keeps to itself, so each request extends the prompt the
+        slot already holds (llama-server's id_slot); None where slots are unknown or all taken
+        (the server then picks the slot holding the longest common prefix)."""
+        with self._lock:
+            if self._free_slots is None:
+                self._free_slots = list(range(self.slots() or 0)) if self.kind == "llama.cpp" \
+                    else []
+            slot = self._free_slots.pop(0) if self._free_slots else None
+        try:
+            yield slot
+        finally:
+            if slot is not None:
+                with self._lock:
+                    self._free_slots.append(slot)
+                    self._free_slots.sort()
+
+    def reason(self, ids: list[int], max_tokens: int, options, slot: int | None) -> Completion:
+        """The think block's tokens: stop at </think>, the sampled ids returned (the last one
+        the token that stopped it)."""
+        fields = {"return_token_ids": True, "skip_special_tokens": False} \
+            if self.kind.startswith("vllm") else {}
+        return self.complete(ids, max_tokens=max_tokens, options=options, stop=[THINK_CLOSE],
+                             slot=slot, fields=fields)
+
+    def choice_logprobs(self, ids: list[int], allowed: list[int], slot: int | None) -> Completion:
+        """One request whose answer is the raw next-token log-probabilities after `ids`:
+        llama-server's top-N (n_probs), vLLM's for exactly the allowed ids."""
+        if self.kind == "llama.cpp":
+            body = {"prompt": ids, "n_predict": 1, "n_probs": self.n_probs, "cache_prompt": True,
+                    "temperature": 0.0, "samplers": ["top_k"], "top_k": 1,
+                    "post_sampling_probs": False}
+            if slot is not None:
+                body["id_slot"] = slot
+            completion = _llama_cpp_completion(self._request("/completion", body))
+        else:
+            body = {"prompt": ids, "max_tokens": 1, "temperature": 0.0,
+                    "logprobs": len(allowed), "logprob_token_ids": list(allowed),
+                    "allowed_token_ids": list(allowed), "return_tokens_as_token_ids": True}
+            model = self.model or self._served_model()
+            body.update({"model": model} if model else {})
+            completion = _openai_completion(self._request("/v1/completions", body), None)
+        if completion.logprobs is None:
+            self._no_probabilities()
+        return completion
+
+    def choose_by_grammar(self, ids: list[int], texts: list[str], options,
+                          slot: int | None) -> Completion:
+        """One pick among `texts` under a grammar (when the server gave no usable
+        probabilities): the server's sampler draws it."""
+        grammar = "root ::= " + " | ".join(gbnf_literal(t) for t in dict.fromkeys(texts)) + "\n"
+        return self.complete(ids, max_tokens=max(len(t) for t in texts) + 2, options=options,
+                             grammar=grammar, slot=slot)
+
+    def _no_probabilities(self) -> None:
+        if self.route_asked == "auto":
+            self.route = "grammar"
+        self._say_once("no-probabilities",
+                       f"{self.base_url} returned no token probabilities, so scores come "
+                       "without them" + (": this and later judgments use the grammar route"
+                                         if self.route_asked == "auto" else "") +
+                       " (llama-server: any recent build returns n_probs; vLLM: >= the release "
+                       "with logprob_token_ids)")
+
+    def cache_was_lost(self, expected: int, cached: int) -> None:
+        self._say_once("cache-lost",
+                       f"{self.base_url} re-processed a judgment's prompt between two of its "
+                       f"requests (found {cached} of {expected} tokens in its cache): its slots "
+                       "lose their cache between requests, which costs a full prefill per choice. "
+                       "Start llama-server with -np K and --no-cache-idle-slots (see the README); "
+                       "the judgments are still correct")
+
+    def _say_once(self, key: str, message: str) -> None:
+        with self._lock:
+            if key in self._said:
+                return
+            self._said.add(key)
+        self.notify(message)
+
+    def _check_tokenizer(self) -> None:
+        """A local GGUF's vocabulary must be the served model's: compared once per connection on
+        a probe with control tokens, accents, CJK and JSON."""
+        if self._tokenizer_checked or not isinstance(self.tokens, GgufTokenizer):
+            return
+        probe = '<|im_start|>user\nNaïve 東京 judge: {"scores": {"model-1": 5}}<|im_end|>\n'
+        if self.kind == "llama.cpp":
+            data = self._request("/tokenize", {"content": probe, "add_special": False,
+                                               "parse_special": True})
+        else:
+            body = {"prompt": probe, "add_special_tokens": False}
+            model = self.model or self._served_model()
+            data = self._request("/tokenize", {**body, **({"model": model} if model else {})})
+        served = data.get("tokens") if isinstance(data, dict) else None
+        local = self.tokens.forced(probe)
+        if isinstance(served, list) and served != local:
+            raise RaLiteError(
+                f"{self.base_url} tokenizes text differently from the tokenizer GGUF "
+                f"({self.tokens.path.name}): {served[:12]} vs {local[:12]}",
+                "pass the GGUF of the model the server runs (--remote-tokenizer), same vocabulary")
+        self._tokenizer_checked = True
+
     # --- one completion ------------------------------------------------------------------------
     def complete(self, prompt: RemotePrompt | str | list[int], *, max_tokens: int, options,
-                 stop: list[str] | None = None, grammar: str | None = None) -> Completion:
-        """One completion; `prompt` goes out as token ids (a list) or, opted into, as text."""
+                 stop: list[str] | None = None, grammar: str | None = None,
+                 slot: int | None = None, fields: dict | None = None) -> Completion:
+        """One completion; `prompt` goes out as token ids (a list) or, opted into, as text.
+        slot: llama-server's id_slot; fields: more body fields."""
         if isinstance(prompt, RemotePrompt):
             prompt = prompt.payload
         sampling = {"temperature": options.temperature, "top_p": options.top_p, "top_k": TOP_K,
@@ -300,6 +371,8 @@ class RemoteBackend:
                     "samplers": ["temperature", "top_k", "top_p"]}
             body.update({"stop": stop} if stop else {})
             body.update({"grammar": grammar} if grammar else {})
+            body.update({"id_slot": slot} if slot is not None else {})
+            body.update(fields or {})
             return _llama_cpp_completion(self._request("/completion", body))
         body = {"prompt": prompt, "max_tokens": max_tokens, **sampling}
         model = self.model or (self._served_model() if self.kind.startswith("vllm") else None)
@@ -314,6 +387,7 @@ class RemoteBackend:
                 body["guided_grammar"] = grammar
             else:
                 body["grammar"] = grammar
+        body.update(fields or {})
         return _openai_completion(self._request("/v1/completions", body), stop)
 
     def health(self) -> str | None:
@@ -388,16 +462,6 @@ class RemoteBackend:
                               "check the URL and --remote-kind") from None
 
 
-def _think_end(closing: str, closed: bool, stop: str) -> str:
-    """Why the reasoning ended, in the local decoder's words: the model closed it, the budget
-    cut it, or the server stopped at an end-of-generation token (and ra-lite closed it)."""
-    if not closing:
-        return "off"
-    if closed:
-        return "model"
-    return "end_of_generation" if stop == "eos" else "budget"
-
-
 def _http_fix(code: int) -> str:
     if code in (401, 403):
         return "check the API key"
@@ -418,11 +482,21 @@ def _llama_cpp_completion(data: dict) -> Completion:
         stop = ("word" if data.get("stopped_word") else "eos" if data.get("stopped_eos")
                 else "limit" if data.get("stopped_limit") else "stop")
     tokens = data.get("tokens")
+    timings = data.get("timings") if isinstance(data.get("timings"), dict) else {}
+    cached = timings.get("cache_n")      # the prompt tokens this request found in the slot
+    logprobs = None
+    probabilities = data.get("completion_probabilities")
+    if isinstance(probabilities, list) and probabilities and isinstance(probabilities[0], dict):
+        top = probabilities[0].get("top_logprobs")
+        if isinstance(top, list):
+            logprobs = {e["id"]: float(e["logprob"]) for e in top
+                        if isinstance(e, dict) and isinstance(e.get("id"), int)
+                        and isinstance(e.get("logprob"), (int, float))}
     return Completion(text=data["content"], stop=stop,
                       prompt_tokens=int(data.get("tokens_evaluated") or 0),
-                      cached_tokens=int(data.get("tokens_cached") or 0),
+                      cached_tokens=int(cached) if isinstance(cached, int) else None,
                       completion_tokens=int(data.get("tokens_predicted") or 0),
-                      token_ids=tokens if isinstance(tokens, list) else None)
+                      token_ids=tokens if isinstance(tokens, list) else None, logprobs=logprobs)
 
 
 def _openai_completion(data: dict, stop: list[str] | None) -> Completion:
@@ -440,7 +514,26 @@ def _openai_completion(data: dict, stop: list[str] | None) -> Completion:
     else:
         kind = "stop"
     usage = data.get("usage") or {}
-    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+    token_ids = choice.get("token_ids")      # vLLM's return_token_ids
     return Completion(text=text, stop=kind, prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                      cached_tokens=int(cached),
-                      completion_tokens=int(usage.get("completion_tokens") or 0))
+                      cached_tokens=int(cached) if isinstance(cached, int) else None,
+                      completion_tokens=int(usage.get("completion_tokens") or 0),
+                      token_ids=token_ids if isinstance(token_ids, list) else None,
+                      logprobs=_token_id_logprobs(choice.get("logprobs")))
+
+
+def _token_id_logprobs(logprobs) -> dict[int, float] | None:
+    """vLLM's top_logprobs of the first position, keyed "token_id:N" (return_tokens_as_token_ids)."""
+    top = logprobs.get("top_logprobs") if isinstance(logprobs, dict) else None
+    if not isinstance(top, list) or not top or not isinstance(top[0], dict):
+        return None
+    out = {}
+    for key, value in top[0].items():
+        if isinstance(key, str) and key.startswith("token_id:") and \
+                isinstance(value, (int, float)):
+            try:
+                out[int(key.removeprefix("token_id:"))] = float(value)
+            except ValueError:
+                continue
+    return out

@@ -70,6 +70,11 @@ class ServerPool:
     def base_url(self) -> str:
         return ",".join(s.backend.base_url for s in self.servers)
 
+    @property
+    def route(self) -> str:
+        """The route judgments take (every server is of one kind; see client.py)."""
+        return self.servers[0].backend.route
+
     def slots(self) -> int:
         """Judgments worth sending at once: every ready server's slots (1 when unknown)."""
         return sum(s.slots or 1 for s in self.servers if s.ready)
@@ -77,12 +82,12 @@ class ServerPool:
     def render(self, chat, thinking: bool) -> str:
         return self.servers[0].backend.render(chat, thinking)
 
-    def generate(self, chat, options, forcing=None, on_reasoning=None):
+    def generate(self, chat, options, forcing=None, on_reasoning=None, cancelled=None):
         tried: set[int] = set()
         while True:
             server = self._take(tried)
             try:
-                result = server.backend.generate(chat, options, forcing, on_reasoning)
+                result = server.backend.generate(chat, options, forcing, on_reasoning, cancelled)
             except ServerUnavailable as e:
                 self._give_back(server, error=e)
                 tried.add(id(server))
@@ -157,18 +162,21 @@ def parse_urls(url) -> list[str]:
 
 def load_remote(url, kind: str = "llama.cpp", *, api_key: str | None = None,
                 model: str | None = None, template=None, timeout: float = 600.0, options=None,
-                text_prompts: bool = False, tokenizer=None, notify=None):
+                text_prompts: bool = False, tokenizer=None, notify=None, route: str = "auto"):
     """A Judge whose generation runs on the server(s) at `url` (one URL, 'a,b' or a list).
 
     tokenizer: the served model's GGUF, to build token-id prompts locally (needed for vLLM).
     text_prompts: send text instead of token ids (the only way for kind "openai"); a request whose
     messages contain control-token text is then refused. Several URLs make a ServerPool.
+    route: "choices" (choice points read from the server's probabilities), "grammar" (the answer
+    decoded on the server under grammars), or "auto" (choices wherever possible; client.py).
     """
     from ra_lite.judge import Judge
 
     urls = parse_urls(url)
     backends = [RemoteBackend(u, kind, api_key=api_key, model=model, template=template,
-                              timeout=timeout, text_prompts=text_prompts, tokenizer=tokenizer)
+                              timeout=timeout, text_prompts=text_prompts, tokenizer=tokenizer,
+                              route=route, notify=notify)
                 for u in urls]
     backend = backends[0] if len(backends) == 1 else ServerPool(backends, notify=notify)
     return Judge(backend, options, model_name=model or backend.description, notify=notify)

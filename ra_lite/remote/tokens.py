@@ -41,6 +41,9 @@ class PromptIds(Protocol):
     def prompt(self, rendered: str, contents: list[str]) -> list[int]: ...   # with BOS if wanted
     def plain(self, text: str) -> list[int]: ...      # generated text: never control tokens
     def forced(self, text: str) -> list[int]: ...     # ra-lite's own text: special tokens parsed
+    def pieces(self, ids: list[int]) -> list[bytes]: ...   # each token's bytes (special as text)
+    def forced_pieces(self, text: str) -> list[tuple[int, bytes]]: ...   # forced(), with pieces
+    def end_of_generation(self, token: int) -> bool | None: ...   # None: cannot tell
 
 
 def _with_bos(tokens: list[int], bos: int | None) -> list[int]:
@@ -56,7 +59,7 @@ class GgufTokenizer:
     def __init__(self, path: str | Path):
         import llama_cpp
 
-        path = Path(path)
+        path = self.path = Path(path)
         if not path.is_file() or path.suffix != ".gguf":
             raise RaLiteError(f"tokenizer {str(path)!r} is not a GGUF file",
                               "pass the .gguf of the model the server runs (same vocabulary)")
@@ -82,6 +85,19 @@ class GgufTokenizer:
 
     def forced(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True) if text else []
+
+    def pieces(self, ids: list[int]) -> list[bytes]:
+        return [self.llm.detokenize([t], special=True) for t in ids]
+
+    def forced_pieces(self, text: str) -> list[tuple[int, bytes]]:
+        ids = self.forced(text)
+        return list(zip(ids, self.pieces(ids)))
+
+    def end_of_generation(self, token: int) -> bool:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_vocab_is_eog(llama_cpp.llama_model_get_vocab(self.llm.model),
+                                                 token))
 
     def close(self) -> None:
         self.llm.close()
@@ -135,6 +151,29 @@ class ServerTokenizer:
 
     def forced(self, text: str) -> list[int]:
         return list(self._call(text, True)) if text else []
+
+    def pieces(self, ids: list[int]) -> list[bytes]:
+        """Token ids' bytes in one request: /tokenize passes ids in `content` through, and
+        with_pieces gives each piece as text, or as a byte list where it is not valid UTF-8."""
+        if not ids:
+            return []
+        data = self._request("/tokenize", {"content": list(ids), "with_pieces": True})
+        tokens = data.get("tokens") if isinstance(data, dict) else None
+        if not isinstance(tokens, list) or len(tokens) != len(ids) or \
+                any(not isinstance(t, dict) or t.get("id") != i for t, i in zip(tokens, ids)):
+            raise RaLiteError(f"{self.where}/tokenize did not give the pieces of token ids",
+                              "update llama.cpp's llama-server (a build whose /tokenize takes "
+                              "ids and with_pieces), or use --remote-route grammar")
+        return [_piece_bytes(t["piece"]) for t in tokens]
+
+    def forced_pieces(self, text: str) -> list[tuple[int, bytes]]:
+        """forced(text) and each token's bytes, in one (cached) request."""
+        if not text:
+            return []
+        return [(t, _piece_bytes(p)) for t, p in self._call(text, True, True)]
+
+    def end_of_generation(self, token: int) -> None:
+        return None          # the server says so itself when it stops at one
 
     def prompt(self, rendered: str, contents: list[str]) -> list[int]:
         with self._lock:
@@ -198,6 +237,16 @@ class RemotePrompt:
     @property
     def payload(self) -> str | list[int]:
         return self.text if self.ids is None else self.ids
+
+
+def _piece_bytes(piece) -> bytes:
+    """A /tokenize with_pieces piece: text, or a byte list where it is not valid UTF-8."""
+    if isinstance(piece, str):
+        return piece.encode("utf-8")
+    if isinstance(piece, list) and all(isinstance(b, int) and 0 <= b < 256 for b in piece):
+        return bytes(piece)
+    raise RaLiteError(f"llama-server's /tokenize gave a piece that is neither text nor bytes: "
+                      f"{piece!r:.80}", "check --remote-kind: is this llama.cpp's llama-server?")
 
 
 def refuse_control_text(chat, control: re.Pattern) -> None:

@@ -41,7 +41,7 @@ from typing import Protocol
 import numpy as np
 
 from ra_lite.grammar import THINK_CLOSE, THINK_OPEN, AnswerGrammar, Choice, Forced
-from ra_lite.judgment import Timings
+from ra_lite.judgment import ServerWork, Timings
 from ra_lite.runtime.drafts import DraftCounts
 from ra_lite.runtime.repetition import RepetitionDetector
 
@@ -96,10 +96,15 @@ class Sample:
 @dataclass
 class ReadLogits:
     """Append and evaluate `feed`, then read the logits of `token_ids` at the last position.
-    Answer: a float array in the order of `token_ids`."""
+    Answer: a float array in the order of `token_ids` (log-probabilities do as well: only their
+    differences matter; -inf for a token that cannot be chosen).
+
+    measured: a driver that could not read the distribution sets it False and answers 0 for
+    the token it picked some other way and -inf for the rest (ChoiceRecord.measured)."""
 
     feed: list[int]
     token_ids: list[int]
+    measured: bool = True
 
 
 Step = Start | Sample | ReadLogits
@@ -124,7 +129,10 @@ class ChoiceRecord:
 
     `options` are the distinct option texts; `probabilities` the model's distribution over them
     (softmax of its logits restricted to them, temperature 1). Forced-by-replay choices record the
-    same distribution for the option the reference took.
+    same distribution for the option the reference took. `measured` is False where the driver
+    could not read the distribution and answered with the option it picked some other way (a
+    server's grammar fallback, ra_lite.remote.choice_route): its probabilities are then 1 for that
+    option and mean nothing.
     """
 
     kind: str
@@ -132,6 +140,7 @@ class ChoiceRecord:
     options: list[str]
     probabilities: list[float]
     chosen: str
+    measured: bool = True
 
 
 @dataclass
@@ -161,6 +170,7 @@ class DecodeResult:
     answer_tokens_evaluated: int
     timings: Timings = field(default_factory=Timings)
     speculative: DraftCounts | None = None      # drafted, accepted, steps (None: off)
+    server: ServerWork | None = None            # a remote server's work (None: local)
 
     @property
     def think_closed_by_model(self) -> bool:
@@ -207,20 +217,21 @@ class _Emitter:
             self.pending = ""
 
     def decide(self, options: tuple[str, ...], pick, target: str | None = None):
-        """Resolve a choice among option texts; returns (option, distinct first texts, probs).
+        """Resolve a choice among option texts; returns (option, distinct first texts, probs,
+        whether every distribution it used was measured).
 
         Each round tokenizes pending+option for every live option, commits the tokens they all
         share, and lets `pick` choose among the first tokens where they differ — or, replaying,
         takes the branch that leads to `target`. A generator: it yields ReadLogits steps.
         """
         live = {o: o for o in options}          # remaining text -> original option
-        first_options, first_probs = None, None
+        first_options, first_probs, measured = None, None, True
         pending = self.pending
         while True:
             if len(live) == 1:
                 (rest, original), = live.items()
                 self.pending = pending + rest
-                return original, first_options, first_probs
+                return original, first_options, first_probs, measured
             tokenized = {rest: self.engine.tokenize(pending + rest) for rest in live}
             shared = _common_prefix(list(tokenized.values()))
             branch = {rest: toks[len(shared)] for rest, toks in tokenized.items()}
@@ -228,7 +239,9 @@ class _Emitter:
             shared_text = self._text_of(shared)
             self.commit(shared, shared_text)
             feed = self.take_queue()
-            logits = np.asarray((yield ReadLogits(feed, distinct)), dtype=np.float64)
+            read = ReadLogits(feed, distinct)
+            logits = np.asarray((yield read), dtype=np.float64)
+            measured = measured and read.measured
             if target is None:
                 index = pick(logits)
             else:
@@ -329,11 +342,11 @@ def judgment_steps(vocab: Vocabulary, prompt_tokens: list[int], masked_names: li
             out.force(step.text)
             continue
         target = None if forcing is None else _replay_target(step, forcing)
-        chosen, options, probs = yield from _stamped(out.decide(step.options, pick, target),
-                                                     clock)
+        chosen, options, probs, measured = yield from _stamped(
+            out.decide(step.options, pick, target), clock)
         grammar.choose(chosen)
         records.append(ChoiceRecord(step.kind, step.key, [o.strip().strip('"') for o in options],
-                                    probs, chosen.strip().strip('"')))
+                                    probs, chosen.strip().strip('"'), measured))
     out.finish()
     done = time.perf_counter()
     prefilled = clock.get("first_answer", done)    # with thinking off, inside the answer

@@ -35,14 +35,17 @@ def free_port() -> int:
 class LlamaServer:
     """One llama-server process on 127.0.0.1 (SIGTERM on stop; kill() is SIGKILL)."""
 
-    def __init__(self, binary: Path, model: Path, *, slots: int = 2, n_ctx: int = 4096,
+    def __init__(self, binary: Path, model: Path, *, slots: int | None = 2, n_ctx: int = 4096,
                  extra: tuple[str, ...] = (), log: Path | None = None, threads: int = 2):
+        """slots None: llama-server's own default (-np auto: 4 slots over one unified KV)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(log, "w") if log else subprocess.DEVNULL
+        parallel = ["-c", str(n_ctx * slots), "-np", str(slots)] if slots else \
+            ["-c", str(n_ctx * 4)]
         self.proc = subprocess.Popen(
             [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(self.port),
-             "-c", str(n_ctx * slots), "-np", str(slots), "-t", str(threads), "--no-webui",
+             *parallel, "-t", str(threads), "--no-webui",
              *extra], stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         self.wait_ready()
 
