@@ -62,7 +62,8 @@ def test_bundled_data_passes_the_check(full):
 def test_bundled_items_are_varied(full):
     items = full.items
     assert {len(it.responses) for it in items} == set(range(3, 9))  # every count 3..8 occurs
-    assert {t for it in items for t in it.tags} <= {"adversarial", "principle-overrules-quality"}
+    assert {t for it in items for t in it.tags} <= {"adversarial", "principle-overrules-quality",
+                                                    "checkable"}
     assert all(it.rationale.strip() for it in items)
     assert len({it.principle for it in items}) == len(items)  # no templated principles
     # the best response is not always in the same position

@@ -19,7 +19,8 @@ def run_bench(models: list[str | None], *, reference: str | None = None, data: s
               n_ctx: int = DEFAULT_N_CTX, repetition_guard: bool = True, orders: int = 1,
               speculative: bool = False, use_cache: bool = True, cache_dir=None,
               progress: bool = True, notify=None, parallel: int | str = "auto",
-              remote: dict | None = None, top_p: float = 1.0) -> dict:
+              remote: dict | None = None, top_p: float = 1.0, data_format: str = "auto",
+              principle: str | None = None) -> dict:
     """Judge `data` with every model (and the reference), write the report, return it as a dict.
 
     models: GGUF references; None is the embedded smoke-test model. Judgments are kept in the
@@ -54,8 +55,9 @@ def run_bench(models: list[str | None], *, reference: str | None = None, data: s
         cache = JudgmentCache(Path(cache_dir) / "judgments.sqlite3" if cache_dir else None,
                               notify=notify)
     try:
-        loaded = load_bench_items(data, notify)
+        loaded = load_bench_items(data, notify, data_format, principle)
         items = loaded.items
+        official = _official_scorer(loaded.standard)
         bar = _progress_bar if progress else None
 
         template = next((m for m in models if m and str(m).endswith(".gguf")), None)
@@ -76,19 +78,21 @@ def run_bench(models: list[str | None], *, reference: str | None = None, data: s
         ref = evaluate(reference, budgets[-1], is_reference=True) if reference else None
         if ref is not None:
             # The reference is replayed through itself too: KLD compares replay with replay.
-            sections.append(model_section(ref, items, "reference", agreement(ref, ref, items), ref))
+            sections.append(official(ref, model_section(ref, items, "reference",
+                                                        agreement(ref, ref, items), ref)))
         for model in models:
             result = evaluate(model, budgets[-1], reference=ref)
             if ref is not None and result.sha256 == ref.sha256:
                 continue            # the reference itself, already reported
-            sections.append(model_section(result, items, "model",
-                                          agreement(result, ref, items) if ref else None, ref))
+            sections.append(official(result, model_section(
+                result, items, "model", agreement(result, ref, items) if ref else None, ref)))
         if len(budgets) > 1:
             for model in ([reference] if reference else []) + list(models):
                 for budget in budgets:
                     result = evaluate(model, budget)
                     sweep.append(sweep_row(result, items, budget, ref, agreement))
-        report = build_report(sections, items, loaded.source, loaded.problems, settings, sweep)
+        report = build_report(sections, items, loaded.source, loaded.problems, settings, sweep,
+                              loaded.standard)
     finally:
         if cache is not None:
             cache.close()
@@ -100,6 +104,19 @@ def run_bench(models: list[str | None], *, reference: str | None = None, data: s
 
 
 REMOTE = object()         # stands in run_bench's model list for the remote server(s)
+
+
+def _official_scorer(standard):
+    """section -> section with the standard benchmark's own metric ("official"), for a
+    standard file; unchanged for mini-RABench data."""
+    def add(results, section: dict) -> dict:
+        if standard is not None:
+            from ra_lite.bench.standard.scoring import judgment_scores, official_score
+
+            section["official"] = official_score(
+                standard, lambda item: judgment_scores(results.judgment(item.id)))
+        return section
+    return add
 
 
 def _progress_bar(total, label, count_tokens=True):
@@ -115,7 +132,15 @@ def _progress_bar(total, label, count_tokens=True):
 @click.option("--reference", "-R", default=None,
               help="Full-precision GGUF to measure each model against (agreement, KL divergence).")
 @click.option("--data", default="quick", show_default=True,
-              help="quick | full | FILE.jsonl | Hub dataset id (owner/name[:file.jsonl]).")
+              help="quick | full | FILE.jsonl | Hub dataset id (owner/name[:file.jsonl]) | a "
+                   "RewardBench / RewardBench 2 / RM-Bench file (.json, .jsonl, .parquet).")
+@click.option("--format", "data_format", default="auto", show_default=True,
+              type=click.Choice(["auto", "mini-rabench", "rewardbench", "rewardbench2",
+                                 "rm-bench"]),
+              help="The --data file's format (auto: from its fields).")
+@click.option("--principle", default=None,
+              help="For RewardBench / RM-Bench files (their rows carry no principle): judge "
+                   "under this one instead of the benchmark's default.")
 @click.option("--output-dir", "-o", default="bench-results", show_default=True,
               type=click.Path(file_okay=False))
 @generation_options(no_think=False, **BENCH_DEFAULTS)
@@ -129,9 +154,9 @@ def _progress_bar(total, label, count_tokens=True):
               help="Judgments decoded at once per model: auto, 1, or N (results are cached "
                    "the same way).")
 @remote_options
-def bench_command(models, reference, data, output_dir, think_budget, temperature, top_p, seed,
-                  repetition_guard, orders, speculative, think_budgets, n_ctx, use_cache,
-                  progress, parallel, **remote_settings):
+def bench_command(models, reference, data, data_format, principle, output_dir, think_budget,
+                  temperature, top_p, seed, repetition_guard, orders, speculative, think_budgets,
+                  n_ctx, use_cache, progress, parallel, **remote_settings):
     """Run mini-RABench and report accuracy (and, with --reference, what each quant lost)."""
     from ra_lite.bench.report import markdown
     from ra_lite.errors import RaLiteError
@@ -152,5 +177,6 @@ def bench_command(models, reference, data, output_dir, think_budget, temperature
                        temperature=temperature, top_p=top_p, seed=seed, n_ctx=n_ctx,
                        repetition_guard=repetition_guard, orders=orders,
                        speculative=speculative, use_cache=use_cache, progress=progress,
-                       parallel=parallel, remote=remote)
+                       parallel=parallel, remote=remote, data_format=data_format,
+                       principle=principle)
     click.echo(markdown(report))

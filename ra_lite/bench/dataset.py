@@ -72,15 +72,20 @@ class BenchItem:
     ranking: list[str] = field(hash=False)  # best to worst, consistent with scores
     tags: list[str] = field(default_factory=list, hash=False)
     rationale: str = ""
+    # The machine-checkable slice: the rule the ground truth is derived from (bench/checks.py).
+    check: dict | None = field(default=None, hash=False)
 
     def to_dict(self) -> dict:
         """The item in the bundled JSONL shape (ranking written as "best-to-worst")."""
-        return {
+        out = {
             "id": self.id, "category": self.category, "domain": self.domain,
             "principle": self.principle, "prompt": self.prompt,
             "responses": dict(self.responses), "scores": dict(self.scores),
             "best-to-worst": list(self.ranking), "tags": list(self.tags), "rationale": self.rationale,
         }
+        if self.check is not None:
+            out["check"] = self.check
+        return out
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,9 @@ class LoadResult:
     source: str
     items: list[BenchItem]
     problems: list[LineProblem]
+    # A standard benchmark file (RewardBench, RM-Bench: ra_lite.bench.standard) the items came
+    # from, scored its own way besides ra-lite's metrics; None for mini-RABench data.
+    standard: object | None = None
 
 
 class ItemError(ValueError):
@@ -249,8 +257,20 @@ def validate_item(raw: dict) -> BenchItem:
     rationale = raw.get("rationale", "")
     if not isinstance(rationale, str):
         raise ItemError(f"rationale: must be a string, got {type(rationale).__name__}")
+    check = raw.get("check")
+    if check is not None:
+        from ra_lite.bench import checks
+
+        try:
+            checks.validate(check)
+        except checks.CheckError as e:
+            raise ItemError(f"check: {e}") from None
+        derived, _ = checks.derive(check, responses)
+        if derived != scores:
+            raise ItemError(f"scores: {scores} do not follow the item's check rule, which gives "
+                            f"{derived}")
     return BenchItem(item_id, category, domain, principle, prompt, dict(responses), dict(scores),
-                     list(ranking), list(tags), rationale)
+                     list(ranking), list(tags), rationale, check)
 
 
 # ---------------------------------------------------------------------------- loading

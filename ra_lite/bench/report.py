@@ -88,8 +88,8 @@ def think_end_counts(predictions: list[dict]) -> dict[str, int]:
 
 
 def build_report(sections: list[dict], items: list[BenchItem], data_source: str,
-                 problems: list, settings: BenchSettings, sweep: list[dict] | None = None
-                 ) -> dict:
+                 problems: list, settings: BenchSettings, sweep: list[dict] | None = None,
+                 standard=None) -> dict:
     import llama_cpp
 
     from ra_lite import __version__
@@ -100,11 +100,19 @@ def build_report(sections: list[dict], items: list[BenchItem], data_source: str,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "data": {"source": data_source, "n_items": len(items),
-                 "skipped_lines": [{"line": p.line, "message": p.message} for p in problems]},
+                 "skipped_lines": [{"line": p.line, "message": p.message} for p in problems],
+                 **({"format": standard.benchmark, "principle": standard.principle,
+                     "principle_is_default": standard.principle_is_default}
+                    if standard is not None else {"format": "mini-rabench"})},
         "settings": settings.to_dict(),
         "models": sections,
         **({"budget_sweep": sweep} if sweep else {}),
     }
+
+
+def _title(data: dict) -> str:
+    return {"rewardbench": "RewardBench", "rewardbench2": "RewardBench 2",
+            "rm-bench": "RM-Bench"}.get(data.get("format"), "mini-RABench")
 
 
 def _pct(x) -> str:
@@ -118,7 +126,7 @@ def _f(x, digits=3) -> str:
 def markdown(report: dict) -> str:
     s = report["settings"]
     lines = [
-        f"# mini-RABench: {report['data']['source']} ({report['data']['n_items']} items)",
+        f"# {_title(report['data'])}: {report['data']['source']} ({report['data']['n_items']} items)",
         "",
         f"ra-lite {report['ra_lite']}, llama-cpp-python {report['llama_cpp_python']}, "
         f"{report['created']}. Think budget {s['think_budget']}, temperature {s['temperature']}, "
@@ -149,6 +157,16 @@ def markdown(report: dict) -> str:
     for m in report["models"]:
         row = [_pct(m["by_category"].get(c, {}).get("pairwise_accuracy")) for c in categories]
         lines.append(f"| {m['label']} | " + " | ".join(row) + " |")
+    tags = sorted({t for m in report["models"] for t in m.get("by_tag", {})})
+    if tags:
+        # The slices: "checkable" is the machine-checkable one (ground truth derived from rules).
+        lines += ["", "Pairwise accuracy / top-1 (%) by slice (the checkable slice's ground truth "
+                      "is derived from rules, bench/checks.py):", "",
+                  "| model | " + " | ".join(tags) + " |", "|---|" + "---|" * len(tags)]
+        for m in report["models"]:
+            cells = [f"{_pct(m['by_tag'].get(t, {}).get('pairwise_accuracy'))} / "
+                     f"{_pct(m['by_tag'].get(t, {}).get('top1_accuracy'))}" for t in tags]
+            lines.append(f"| {m['label']} | " + " | ".join(cells) + " |")
     with_ref = [m for m in report["models"] if m.get("agreement_with_reference")]
     if with_ref:
         lines += ["", "Mean KL divergence (reference ‖ model) at score positions, by category:", "",
@@ -185,10 +203,51 @@ def markdown(report: dict) -> str:
                          f"{_pct(row['agreement_with_reference_at_max_budget'])} | "
                          f"{_f(row['mean_think_tokens'], 0)} | "
                          f"{_f(row['mean_seconds_per_judgment'], 2)} |")
+    if any(m.get("official") for m in report["models"]):
+        lines += _official_lines(report)
     if any(m["embedded_smoke_test_model"] for m in report["models"]):
         lines += ["", "Note: the embedded SmolLM2-135M model is a smoke-test model, not a judge; "
                       "its accuracy says nothing about RewardAnything."]
     return "\n".join(lines) + "\n"
+
+
+def _official_lines(report: dict) -> list[str]:
+    """The standard benchmark's own metric per model, overall and per section/subset/domain."""
+    data = report["data"]
+    first = next(m["official"] for m in report["models"] if m.get("official"))
+    lines = ["", f"{first['headline']}, as the benchmark's own code scores it "
+                 "(ra_lite/bench/standard/scoring.py; integer-score ties broken by expected "
+                 "scores; ra-lite's metrics above treat every chosen response as above every "
+                 "rejected one):", "",
+             f"Principle{' (the default for this benchmark)' if data.get('principle_is_default') else ''}: "
+             f"{data.get('principle', '')}", ""]
+    groups = [("sections", None), ("subsets", "accuracy"), ("domains", "average"),
+              ("levels", None)]
+    for key, metric in groups:
+        names = sorted({n for m in report["models"] for n in (m.get("official") or {})
+                        .get("groups", {}).get(key, {})})
+        if not names:
+            continue
+        lines += ["", f"| model | {first['benchmark']} | " + " | ".join(names) + " |",
+                  "|---|---|" + "---|" * len(names)]
+        for m in report["models"]:
+            o = m.get("official")
+            if not o:
+                continue
+            cells = []
+            for n in names:
+                value = o["groups"][key].get(n)
+                if isinstance(value, dict):
+                    value = value.get(metric) if metric in value else value.get("score")
+                cells.append(_pct(value))
+            lines.append(f"| {m['label']} | {_pct(o['value'])} | " + " | ".join(cells) + " |")
+    unjudged = [f"{m['label']} {m['official']['unjudged']}" for m in report["models"]
+                if m.get("official") and m["official"]["unjudged"]]
+    if unjudged:
+        lines += ["", "Rows not judged (counted wrong): " + ", ".join(unjudged)]
+    lines += ["", "RewardAnything-8B's own figures on this benchmark are not shown: the paper's "
+                  "tables could not be read from this machine (arXiv 2506.03637)."]
+    return lines
 
 
 def plot(report: dict, path: Path) -> bool:

@@ -272,7 +272,38 @@ def agreement(model: ModelResults, reference: ModelResults, items: list[BenchIte
     return Agreement(**overall, by_category=by_category)
 
 
-def load_bench_items(data: str, notify: Callable[[str], None]) -> LoadResult:
+BENCH_FORMATS = ("auto", "mini-rabench", "rewardbench", "rewardbench2", "rm-bench")
+
+
+def load_bench_items(data: str, notify: Callable[[str], None], data_format: str = "auto",
+                     principle: str | None = None) -> LoadResult:
+    """mini-RABench items, or a standard benchmark file's rows as items (detected by their
+    fields, or named by data_format; principle: theirs, else the benchmark's default)."""
+    from pathlib import Path
+
+    from ra_lite.bench.standard.formats import load_standard
+
+    if data_format not in BENCH_FORMATS:
+        raise RaLiteError(f"unknown data format {data_format!r}",
+                          f"use one of {', '.join(BENCH_FORMATS)}")
+    path = Path(data).expanduser()
+    standard = None
+    if data_format != "mini-rabench" and path.is_file():
+        standard = load_standard(path, None if data_format == "auto" else data_format,
+                                 principle)
+    elif data_format not in ("auto", "mini-rabench"):
+        raise RaLiteError(f"--format {data_format} needs a local file, got {data!r}",
+                          "download the benchmark's rows (JSON, JSONL or Parquet) and pass the "
+                          "file")
+    if standard is not None:
+        if standard.principle_is_default:
+            notify(f"{standard.benchmark}: judging under its default principle (pass "
+                   "--principle to use another): " + standard.principle)
+        return LoadResult(standard.source, standard.bench_items(), [], standard)
+    if principle:
+        raise RaLiteError("--principle applies to standard benchmark files (RewardBench, "
+                          "RM-Bench), whose rows carry none; mini-RABench items have their own",
+                          "drop --principle, or pass a RewardBench/RM-Bench file")
     loaded = load_items(data)
     for problem in loaded.problems:
         notify(f"skipping line {problem.line} of {data}: {problem.message}")
