@@ -223,3 +223,15 @@ def test_bench_on_a_rewardbench_file_reports_its_own_score(tmp_path):
             assert official["groups"]["subsets"][subset]["accuracy"] == float(s["chosen"] > s["rejected"])
     text = markdown(report)
     assert text.startswith("# RewardBench:") and "RewardBench score (mean of the four sections)" in text
+
+
+def test_the_fixture_files_of_each_format_load():
+    """The small hand-written files the stand-in benchmark runs (benchmarks/stand_in.py)."""
+    from pathlib import Path
+
+    folder = Path(__file__).parent / "fixtures" / "standard"
+    expected = {"rewardbench.jsonl": ("rewardbench", 8), "rewardbench2.jsonl": ("rewardbench2", 7),
+                "rm_bench.json": ("rm-bench", 4)}
+    for name, (benchmark, rows) in expected.items():
+        data = load_standard(folder / name)
+        assert (data.benchmark, len(data.items)) == (benchmark, rows)

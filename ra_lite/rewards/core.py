@@ -104,10 +104,20 @@ class RewardPlan:
     neutral: float | None = None
     stats: RewardStats = field(default_factory=RewardStats)
     started: float = field(default_factory=time.perf_counter)
+    reasoning: dict[int, str] = field(default_factory=dict)   # part index -> its reasoning
 
     @property
     def requests(self) -> list[JudgeRequest]:
         return [part.request for part in self.parts]
+
+    def reasoning_of(self, index: int) -> str:
+        """The judge's reasoning about completion `index` (every judgment that held it; the
+        reason it has none when it was not judged)."""
+        texts = [self.reasoning[k] for k, part in enumerate(self.parts)
+                 if index in part.members and k in self.reasoning]
+        if not texts and index in self.skipped:
+            return f"(not judged: {self.skipped[index]})"
+        return "\n\n".join(texts)
 
     def rewards(self, outcomes: list) -> list[float | None]:
         """outcomes[i] for parts[i]: a name -> score (1-5) mapping, or an exception."""
@@ -236,6 +246,7 @@ def judge_plan(judge, plan: RewardPlan, options=None, parallel="auto") -> list:
             else:
                 outcomes[finished.index] = scores_of(finished.judgment)
                 plan.stats.think_tokens += think_tokens_of(finished.judgment)
+                plan.reasoning[finished.index] = getattr(finished.judgment, "reasoning", "")
     except Exception as error:   # noqa: BLE001 - a reward must never stop training
         log.warning("ra-lite reward: judging failed (%s: %s)", type(error).__name__, error)
         outcomes = [o if o is not None else error for o in outcomes]

@@ -20,6 +20,10 @@ data); the principle is reward_kwargs' `principle` or extra_info["principle"].
 reward manager) groups the batch by extra_info["prompt"] and judges each group listwise in one
 judgment (ra_lite.rewards.core), concurrently.
 
+verl 0.9 passes more keywords (`reward_router_address`, `reward_model_tokenizer`, ...): every
+function here accepts and ignores the ones it does not use. For verl's async reward loop use
+`compute_score_async` (the same, awaited; the judgment runs in a worker thread).
+
 verl wants a number for every sample (a failed reward call can crash training, verl #4417), so
 a sample that cannot be judged gets `failure_score` (default 0.5, mid-scale) and a warning.
 """
@@ -88,3 +92,14 @@ def compute_score_batch(data_sources=None, solution_strs=None, ground_truths=Non
         log.warning("ra-lite reward: the batch could not be judged (%s); every sample gets %s",
                     getattr(error, "one_line", lambda: error)(), failure_score)
         return [failure_score] * len(solutions)
+
+
+async def compute_score_async(data_source=None, solution_str: str = "", ground_truth=None,
+                              extra_info=None, **kwargs) -> dict:
+    """compute_score for verl's async reward loop (0.9 awaits a coroutine function): the same
+    keywords (verl's own, such as reward_router_address and reward_model_tokenizer, are
+    accepted and ignored), judged in a worker thread so the loop keeps running."""
+    import asyncio
+
+    return await asyncio.to_thread(compute_score, data_source, solution_str, ground_truth,
+                                   extra_info, **kwargs)

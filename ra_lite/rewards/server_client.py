@@ -25,6 +25,9 @@ class ServedJudgment:
     expected_scores: dict[str, float] | None
     think_tokens: int = 0
     raw: dict = field(default_factory=dict, repr=False)
+    reasoning: str = ""
+    think_end: str = ""
+    consistency = None                   # the server's consistency is in raw, when asked for
 
 
 class RewardServerClient:
@@ -68,7 +71,8 @@ class RewardServerClient:
                               ranking=data["results"]["best-to-worst"],
                               expected_scores=details.get("expected_scores"),
                               think_tokens=int((details.get("tokens") or {}).get("think") or 0),
-                              raw=data)
+                              raw=data, reasoning=str(data.get("thoughts") or ""),
+                              think_end=str(details.get("think_end") or ""))
 
     def slots(self) -> int | None:
         """How many judgments the server runs at once (its /health says)."""
