@@ -156,9 +156,25 @@ class _OutputLock:
             Path(self.handle.name).unlink(missing_ok=True)
 
 
+def record_of(item_id: str, judgment, error: RaLiteError | None) -> dict:
+    """A batch output record: the judgment in the official shape, or the request's error."""
+    if error is not None:
+        return {"id": item_id, "error": error.one_line()}
+    return {"id": item_id, **judgment.to_dict()}
+
+
+def local_records(judge, parallel, cache, options, items: list[BatchItem]):
+    """(item, record, cached) per item as each finishes: the judge queue on this machine."""
+    queue = JudgeQueue(judge, parallel, cache, options)
+    for outcome in queue.each([item.request for item in items], options):
+        judgment = outcome.judgment
+        yield (items[outcome.index], record_of(items[outcome.index].id, judgment, outcome.error),
+               bool(judgment is not None and judgment.cached))
+
+
 def run_batch(judge, input_path: str | Path, output_path: str | Path, options=None,
               progress: Callable[[int, int], object] | None = None,
-              parallel: int | str = "auto", cache=None) -> BatchSummary:
+              parallel: int | str = "auto", cache=None, engine=None) -> BatchSummary:
     """Judge every request in input_path not yet in output_path; return the whole file's summary.
 
     judge: a Judge, or a function that returns one: called only when something is left to judge
@@ -167,6 +183,9 @@ def run_batch(judge, input_path: str | Path, output_path: str | Path, options=No
     parallel: judgments decoded at once (see Judge.judge_many); records are then written in
     the order they finish, each with its id, so resuming works the same.
     cache: a ra_lite.judgment_cache.ModelCache for the judge's model, or None.
+    engine: what judges the pending valid requests, engine(items, options) -> (item, record,
+    cached) as each finishes (default: the judge queue on this machine; ra_lite.on_ray's
+    RayEngine judges them on a Ray cluster). This function stays the single writer either way.
 
     progress(total, already_done) makes a reporter (e.g. ra_lite.progress.ProgressReporter),
     told update(record) after each record is written, in any order, and close() at the end.
@@ -175,7 +194,7 @@ def run_batch(judge, input_path: str | Path, output_path: str | Path, options=No
     if input_path.resolve() == output_path.resolve():
         raise RaLiteError("the output would overwrite the input", "pass another --output path")
     items = read_batch_input(input_path)
-    if options is None:
+    if options is None and engine is None:
         options = (judge() if callable(judge) and not hasattr(judge, "backend") else judge).options
     try:
         output_path.parent.mkdir(parents=True, exist_ok=True)
@@ -200,14 +219,11 @@ def run_batch(judge, input_path: str | Path, output_path: str | Path, options=No
                     if item.request is None:
                         write(item, {"id": item.id, "error": item.error})
                 valid = [item for item in pending if item.request is not None]
-                queue = JudgeQueue(judge, parallel, cache, options)
-                for outcome in queue.each([item.request for item in valid], options):
-                    item = valid[outcome.index]
-                    if outcome.error is not None:   # its own RaLiteError (e.g. does not fit)
-                        write(item, {"id": item.id, "error": outcome.error.one_line()})
-                        continue
-                    cached += bool(outcome.judgment.cached)
-                    write(item, {"id": item.id, **outcome.judgment.to_dict()})
+                records = engine(valid, options) if engine is not None else \
+                    local_records(judge, parallel, cache, options, valid)
+                for item, record, was_cached in records:
+                    cached += was_cached
+                    write(item, record)
         finally:
             if reporter is not None:
                 reporter.close()

@@ -434,12 +434,22 @@ def format_consistency(c) -> str:
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.option("--parallel", default="auto", show_default=True,
               help="Judgments decoded at once (one model, shared batches): auto, 1, or N.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: judge on a Ray cluster's actors (pip install 'ra-lite[ray]'); this "
+                   "process stays the single writer of --output.")
+@click.option("--address", default=None,
+              help="With --engine ray: the cluster (auto, HOST:PORT, ray://HOST:PORT); default "
+                   "a local cluster started for this run.")
+@click.option("--actors", default="1", show_default=True, metavar="N|MIN,MAX",
+              help="With --engine ray: actors, each loading the model once.")
+@click.option("--slots", default="auto", show_default=True,
+              help="With --engine ray: judgments decoded at once in each actor.")
 @cache_option(default=True)
 @model_options
 @generation_options()
 @remote_options
 def batch(input_file, output, fail_under, target, summary_path, junit_path, progress, parallel,
-          use_cache, **settings):
+          engine, address, actors, slots, use_cache, **settings):
     """Judge every request in INPUT_FILE (JSONL) into --output, resumably.
 
     Exit status: 0 all judged (and the gate passed), 1 the --fail-under gate failed, 2 bad input,
@@ -450,16 +460,28 @@ def batch(input_file, output, fail_under, target, summary_path, junit_path, prog
     from ra_lite.slots import parse_slots
 
     parse_slots(parallel)                      # a bad value fails before anything loads
+    parse_slots(slots)
     check_remote_flags(settings)
     options = options_of(settings)
-    store, cache = open_cache(use_cache, settings["model"], bool(settings["remote"]))
+    ray_engine = None
+    if engine == "ray":
+        from ra_lite.on_ray.engine import RayEngine
+
+        ray_engine = RayEngine(settings["model"], address=address, actors=actors, slots=slots,
+                               remote=remote_arguments(settings) if settings["remote"] else None,
+                               n_ctx=settings["n_ctx"], use_cache=use_cache, progress=progress)
+    elif address is not None or actors != "1" or slots != "auto":
+        raise RaLiteError("--address, --actors and --slots apply to --engine ray",
+                          "add --engine ray, or use --parallel on this machine")
+    store, cache = open_cache(use_cache and ray_engine is None, settings["model"],
+                              bool(settings["remote"]))
     with contextlib.ExitStack() as stack:
         if store is not None:
             stack.callback(store.close)
         summary = run_batch(lambda: stack.enter_context(load_judge(**settings)), input_file,
                             output, options=options,
-                            progress=_progress_bar("judging") if progress else None,
-                            parallel=parallel, cache=cache)
+                            progress=_progress_bar("judging") if progress and not ray_engine
+                            else None, parallel=parallel, cache=cache, engine=ray_engine)
     click.echo(format_summary(summary, output))
     gate = None
     if fail_under is not None:
