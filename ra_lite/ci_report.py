@@ -11,11 +11,13 @@ its properties. Both are written atomically, and a path that cannot be written i
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
 from ra_lite.atomic_files import write_atomic, write_error
+from ra_lite.errors import RaLiteError
 
 LOWEST_SHOWN = 5
 
@@ -150,3 +152,29 @@ def append_text(path: Path, text: str) -> None:
         raise write_error(Path(path), e) from None
 
 
+
+
+def inspect_scores_jsonl(records: list[dict], target: str | None) -> str:
+    """Inspect AI's precomputed-scores JSONL (`inspect_ai.scorer.precomputed_scores(FILE)`) from
+    batch records: per request id, `value` = the target response's (expected score - 1) / 4,
+    `explanation` = the reasoning, `metadata` = scores, ranking, expected scores. The target is
+    --target, or the only response of a one-response request; error records are left out (Inspect
+    then scores those samples as unscored)."""
+    lines = []
+    for record in records:
+        if "error" in record:
+            continue
+        scores = record["results"]["scores"]
+        name = target if target is not None else (next(iter(scores)) if len(scores) == 1
+                                                  else None)
+        if name is None or name not in scores:
+            raise RaLiteError(f"request {record['id']!r} has responses {sorted(scores)}: which "
+                              "one is the sample's output?", "pass --target NAME")
+        details = record.get("ra_lite") or {}
+        expected = (details.get("expected_scores") or {}).get(name)
+        value = ((expected if expected is not None else scores[name]) - 1) / 4
+        lines.append(json.dumps({
+            "id": record["id"], "value": value, "explanation": record.get("thoughts", ""),
+            "metadata": {"score": scores[name], "expected_score": expected, "scores": scores,
+                         "ranking": record["results"]["best-to-worst"]}}, ensure_ascii=False))
+    return "".join(line + "\n" for line in lines)

@@ -431,6 +431,10 @@ def format_consistency(c) -> str:
                    "hits); '-' prints it. Also appended to $GITHUB_STEP_SUMMARY when set.")
 @click.option("--junit", "junit_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
               help="Write a JUnit XML report: one test case per request.")
+@click.option("--inspect-scores", "inspect_scores", default=None,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Write Inspect AI's precomputed-scores JSONL (the --target response's score "
+                   "per request id), for `inspect score` with precomputed_scores(FILE).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.option("--parallel", default="auto", show_default=True,
               help="Judgments decoded at once (one model, shared batches): auto, 1, or N.")
@@ -448,8 +452,8 @@ def format_consistency(c) -> str:
 @model_options
 @generation_options()
 @remote_options
-def batch(input_file, output, fail_under, target, summary_path, junit_path, progress, parallel,
-          engine, address, actors, slots, use_cache, **settings):
+def batch(input_file, output, fail_under, target, summary_path, junit_path, inspect_scores,
+          progress, parallel, engine, address, actors, slots, use_cache, **settings):
     """Judge every request in INPUT_FILE (JSONL) into --output, resumably.
 
     Exit status: 0 all judged (and the gate passed), 1 the --fail-under gate failed, 2 bad input,
@@ -490,6 +494,11 @@ def batch(input_file, output, fail_under, target, summary_path, junit_path, prog
         gate = check_gate(summary, fail_under, target)
     if summary_path or junit_path or os.environ.get("GITHUB_STEP_SUMMARY"):
         write_ci_reports(summary, output, gate, input_file, summary_path, junit_path)
+    if inspect_scores:
+        from ra_lite.batch import read_done
+        from ra_lite.ci_report import inspect_scores_jsonl, write_text
+
+        write_text(inspect_scores, inspect_scores_jsonl(list(read_done(output).values()), target))
     if gate is not None:
         click.echo(gate.line(), err=not gate.passed)
     if summary.errors:

@@ -231,3 +231,45 @@ def test_the_core_never_imports_the_frameworks():
         if not module.startswith("ra_lite.integrations"):
             assert not any(t.startswith("ra_lite.integrations") for t in targets), module
     assert any(m.startswith("ra_lite.integrations") for m in graph)    # the graph saw them
+
+
+@pytest.mark.skipif(inspect_ai_missing, reason="inspect-ai is not installed (pip install "
+                    "'ra-lite[inspect]'); CI installs no optional framework, for its time budget")
+def test_batch_writes_inspects_precomputed_scores(tmp_path):
+    """`ra-lite batch --inspect-scores FILE`, read back by Inspect's own precomputed_scores."""
+    import json
+
+    from click.testing import CliRunner
+    from inspect_ai import Task, eval as inspect_eval
+    from inspect_ai.dataset import Sample
+    from inspect_ai.model import ModelOutput, ModelUsage, get_model
+    from inspect_ai.scorer import precomputed_scores
+    from inspect_ai.solver import generate
+
+    from ra_lite.cli import main
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"id": f"s{i}", "principle": "Prefer the correct answer.",
+                                       "prompt": "2+2?", "responses": {"candidate": a,
+                                                                       "reference": "4"}}) + "\n"
+                           for i, a in enumerate(["4", "5"])))
+    scores = tmp_path / "scores.jsonl"
+    result = CliRunner().invoke(main, ["batch", str(src), "-o", str(tmp_path / "out.jsonl"),
+                                       "--think-budget", "0", "--no-cache", "--no-progress",
+                                       "--target", "candidate", "--inspect-scores", str(scores)])
+    assert result.exit_code == 0, result.output
+    written = [json.loads(line) for line in scores.read_text().splitlines()]
+    assert sorted(w["id"] for w in written) == ["s0", "s1"]          # in the order they finished
+    assert all(0 <= w["value"] <= 1 for w in written)
+    outputs = []
+    for _ in range(2):
+        output = ModelOutput.from_content("mockllm/model", "x")
+        output.usage = ModelUsage(input_tokens=1, output_tokens=1, total_tokens=2)
+        outputs.append(output)
+    task = Task(dataset=[Sample(input="2+2?", id=f"s{i}") for i in range(2)], solver=generate(),
+                scorer=precomputed_scores(str(scores)))
+    (log,) = inspect_eval(task, model=get_model("mockllm/model", custom_outputs=outputs),
+                          log_dir=str(tmp_path / "logs"), display="none")
+    assert log.status == "success", log.error
+    got = {s.id: next(iter(s.scores.values())).value for s in log.samples}
+    assert got == {w["id"]: w["value"] for w in written}
