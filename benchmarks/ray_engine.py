@@ -9,7 +9,8 @@ user's run would), one after another:
 
 1. --parallel 1, 2. --parallel 4 (one process, the slot scheduler);
 3. --engine ray --actors 1 --slots 4 (one actor, the same scheduler inside it);
-4. --engine ray --actors 2 --slots 2 (two actors on the same cores).
+4. --engine ray --actors 2 --slots 2 (two actors on the same cores), with llama.cpp's default
+   threads and with --threads 1 (one core each).
 
 Reported: wall seconds, judgments/s, and the ratio to --parallel 4.
 """
@@ -32,7 +33,9 @@ sys.path.insert(0, str(REPO))
 
 RUNS = [("local --parallel 1", ["--parallel", "1"]), ("local --parallel 4", ["--parallel", "4"]),
         ("ray, 1 actor x 4 slots", ["--engine", "ray", "--actors", "1", "--slots", "4"]),
-        ("ray, 2 actors x 2 slots", ["--engine", "ray", "--actors", "2", "--slots", "2"])]
+        ("ray, 2 actors x 2 slots", ["--engine", "ray", "--actors", "2", "--slots", "2"]),
+        ("ray, 2 actors x 2 slots, --threads 1",
+         ["--engine", "ray", "--actors", "2", "--slots", "2", "--threads", "1"])]
 RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled",
            "RAY_USAGE_STATS_ENABLED": "0"}
 

@@ -473,7 +473,8 @@ def batch(input_file, output, fail_under, target, summary_path, junit_path, insp
 
         ray_engine = RayEngine(settings["model"], address=address, actors=actors, slots=slots,
                                remote=remote_arguments(settings) if settings["remote"] else None,
-                               n_ctx=settings["n_ctx"], use_cache=use_cache, progress=progress)
+                               n_ctx=settings["n_ctx"], use_cache=use_cache, progress=progress,
+                               n_threads=settings["n_threads"])
     elif address is not None or actors != "1" or slots != "auto":
         raise RaLiteError("--address, --actors and --slots apply to --engine ray",
                           "add --engine ray, or use --parallel on this machine")

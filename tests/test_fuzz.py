@@ -242,8 +242,13 @@ def http_requests(draw) -> bytes:
 
 def exchange(port: int, data: bytes, timeout: float = 10.0) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
-        conn.sendall(data)
-        conn.shutdown(socket.SHUT_WR)
+        try:
+            conn.sendall(data)
+            conn.shutdown(socket.SHUT_WR)
+        except OSError:
+            # The server may answer (e.g. 413 for a huge Content-Length) and close before the
+            # whole body is sent: a race on a loaded machine, not a failure. Read its answer.
+            pass
         chunks = []
         while True:
             try:

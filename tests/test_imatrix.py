@@ -262,7 +262,7 @@ def test_calibration_set_is_disjoint_from_mini_rabench():
         [r.get("text", ""), r.get("principle", ""), r.get("prompt", ""), r.get("thinking", ""),
          *r.get("responses", {}).values()]) for r in records))
     items = _bench_items()
-    assert len(items) == 128
+    assert len(items) == 155                 # the whole set, the checkable slice included
     for item in items:
         for text in [item["principle"], item["prompt"], *item["responses"].values()]:
             if len(text.strip()) >= 12:   # "4", "Yes." and the like are not content

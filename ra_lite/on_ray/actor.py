@@ -27,7 +27,8 @@ class _Row:
 class JudgeActor:
     def __init__(self, model: str | None = None, remote: dict | None = None,
                  options: dict | None = None, n_ctx: int | None = None,
-                 slots: int | str = "auto", use_cache: bool = True):
+                 slots: int | str = "auto", use_cache: bool = True,
+                 n_threads: int | None = None):
         from ra_lite.options import JudgeOptions
 
         self.options = JudgeOptions(**(options or {}))
@@ -46,7 +47,9 @@ class JudgeActor:
                 "`ra-lite pull NAME` on each node and pass the name")
         import ra_lite
 
-        kwargs = {"n_ctx": n_ctx} if n_ctx else {}
+        # Several actors on one node each start llama.cpp's spinning threads: --threads
+        # (cores / actors) keeps them from slowing each other down.
+        kwargs = {k: v for k, v in (("n_ctx", n_ctx), ("n_threads", n_threads)) if v}
         self.judge = ra_lite.load(model, options=self.options, notify=lambda message: None,
                                   **kwargs)
         if use_cache:

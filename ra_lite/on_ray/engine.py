@@ -23,7 +23,8 @@ Local clusters (no --address): started in this process with `ray.init(address="l
 attaching to a leftover /tmp/ray session), usage stats off, and `num_cpus` logical CPUs given to
 Ray (at least 4, so the read task and the actors never wait on each other on a small machine);
 each actor reserves ACTOR_CPUS logical CPUs. llama.cpp's threads spin: more actors than cores on
-one machine slow each other down, so the default is one actor.
+one machine slow each other down, so the default is one actor, and several actors on one node
+want --threads (cores / actors), which each actor's model is loaded with.
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ def parse_actors(actors: str | int) -> dict:
 
 def judge_dataset(ds, model: str | None = None, *, remote: dict | None = None, options=None,
                   actors: str | int = 1, slots: int | str = "auto", n_ctx: int | None = None,
-                  use_cache: bool = True, batch_size: int = 8, actor_class=None):
+                  use_cache: bool = True, batch_size: int = 8, actor_class=None,
+                  n_threads: int | None = None):
     """Ray Data rows {"id", "principle", "prompt", "responses"} (or {"id", "request": JSON}) ->
     rows {"id", "record": the batch record as JSON, "cached", "pid"}: lazily, in the user's
     pipeline. actor_class: a JudgeActor subclass to run instead (e.g. to add logging)."""
@@ -122,7 +124,8 @@ def judge_dataset(ds, model: str | None = None, *, remote: dict | None = None, o
             actor_class or JudgeActor, batch_size=batch_size, compute=ActorPoolStrategy(**parse_actors(actors)),
             fn_constructor_kwargs={"model": model, "remote": remote,
                                    "options": asdict(options) if options is not None else None,
-                                   "n_ctx": n_ctx, "slots": slots, "use_cache": use_cache},
+                                   "n_ctx": n_ctx, "slots": slots, "use_cache": use_cache,
+                                   "n_threads": n_threads},
             num_cpus=ACTOR_CPUS, max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES)
 
 
@@ -132,7 +135,7 @@ class RayEngine:
     def __init__(self, model: str | None = None, *, remote: dict | None = None,
                  address: str | None = None, actors: str | int = 1, slots: int | str = "auto",
                  n_ctx: int | None = None, use_cache: bool = True, batch_size: int = 8,
-                 progress: bool = True, actor_class=None):
+                 progress: bool = True, actor_class=None, n_threads: int | None = None):
         parse_actors(actors)                      # a bad value fails before anything starts
         if address is None and remote is None and model and str(model).endswith(".gguf") \
                 and not Path(model).is_file():
@@ -141,7 +144,7 @@ class RayEngine:
         self.model, self.remote, self.address = model, remote, address
         self.actors, self.slots, self.n_ctx = actors, slots, n_ctx
         self.use_cache, self.batch_size, self.progress = use_cache, batch_size, progress
-        self.actor_class = actor_class
+        self.actor_class, self.n_threads = actor_class, n_threads
 
     def __call__(self, items: list, options):
         if not items:
@@ -155,7 +158,8 @@ class RayEngine:
         ds = judge_dataset(ray.data.from_items(rows), self.model, remote=self.remote,
                            options=options, actors=self.actors, slots=self.slots,
                            n_ctx=self.n_ctx, use_cache=self.use_cache,
-                           batch_size=self.batch_size, actor_class=self.actor_class)
+                           batch_size=self.batch_size, actor_class=self.actor_class,
+                           n_threads=self.n_threads)
         started, done, pids = time.perf_counter(), 0, set()
         try:
             for row in ds.iter_rows():
