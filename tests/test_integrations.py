@@ -6,6 +6,10 @@ judging. Frameworks that are not installed skip their tests, saying so."""
 
 import asyncio
 import importlib.util
+import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -46,6 +50,48 @@ def test_promptfoo_failures_fail_the_assertion_with_the_reason():
     del context["config"]["principle"]
     missing = get_assert("4", context)
     assert missing["pass"] is False and "no principle" in missing["reason"]
+
+
+def _promptfoo_with_node_22():
+    """The promptfoo command when it and a Node >= 22 are on PATH (RA_LITE_PROMPTFOO_PATH may
+    prepend a directory holding both, e.g. an npm prefix's node_modules/.bin)."""
+    import shutil
+
+    path = os.environ.get("RA_LITE_PROMPTFOO_PATH", "") + os.pathsep + os.environ.get("PATH", "")
+    promptfoo, node = shutil.which("promptfoo", path=path), shutil.which("node", path=path)
+    if not promptfoo or not node:
+        return None, path
+    version = subprocess.run([node, "--version"], capture_output=True, text=True).stdout
+    major = int(version.strip().lstrip("v").split(".")[0] or 0) if version.strip() else 0
+    return (promptfoo if major >= 22 else None), path
+
+
+@pytest.mark.slow
+def test_a_real_promptfoo_eval_uses_the_assertion(tmp_path):
+    promptfoo, path = _promptfoo_with_node_22()
+    if promptfoo is None:
+        pytest.skip("promptfoo with Node >= 22 is not on PATH (npm install node@22 promptfoo; "
+                    "set RA_LITE_PROMPTFOO_PATH to their bin directory); CI installs neither")
+    (tmp_path / "ra_lite_assert.py").write_text(
+        "from ra_lite.integrations.promptfoo import get_assert  # noqa: F401\n")
+    config = {"principle": "Prefer the correct answer to 2+2.", **THINK_0}
+    tests = [{"vars": {"answer": "4"}, "assert": [{"type": "python", "value":
+                                                   "file://ra_lite_assert.py", "threshold": t,
+                                                   "config": config}]} for t in (0.0, 1.01)]
+    (tmp_path / "promptfooconfig.yaml").write_text(json.dumps(
+        {"prompts": ["{{answer}}"], "providers": ["echo"], "tests": tests}))
+    done = subprocess.run([promptfoo, "eval", "-c", "promptfooconfig.yaml", "--no-cache", "-o",
+                           "out.json", "--no-progress-bar"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600,
+                          env={**os.environ, "PATH": path, "PROMPTFOO_PYTHON": sys.executable,
+                               "PROMPTFOO_DISABLE_TELEMETRY": "1",
+                               "PROMPTFOO_DISABLE_UPDATE": "1"})
+    out = json.loads((tmp_path / "out.json").read_text())["results"]["results"]
+    assert len(out) == 2, done.stdout[-2000:]
+    low, high = out
+    assert low["success"] is True and 0.0 <= low["score"] <= 1.0
+    assert high["success"] is False and "less than threshold 1.01" in \
+        high["gradingResult"]["reason"]
 
 
 # --- RULER-shaped group rewards --------------------------------------------------------------------

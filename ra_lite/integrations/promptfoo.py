@@ -16,7 +16,8 @@
 
 promptfoo calls get_assert(output, context) with the assertion's `config` in context["config"],
 the test's variables in context["vars"] and the rendered prompt in context["prompt"]. The result
-is promptfoo's GradingResult: `pass` (score >= the config's threshold, default 0.5), `score` in
+is promptfoo's GradingResult: `pass` (promptfoo compares `score` with the assertion's `threshold:`;
+a `threshold` in config is checked here too; without either, a judged output passes), `score` in
 [0, 1] as (expected score - 1) / 4, `reason` = the model's reasoning, `named_scores` with the
 1-5 score. `config.reference_var` names a test variable holding a reference answer: the output is
 then judged listwise beside it. A failed judgment fails the assertion and says why (never a
@@ -33,7 +34,7 @@ from __future__ import annotations
 from ra_lite.errors import RaLiteError
 from ra_lite.integrations.verdicts import judge_output, judge_outputs
 
-DEFAULT_THRESHOLD = 0.5
+DEFAULT_THRESHOLD = 0.5          # rank_outputs' pass mark when config gives none
 OPTION_KEYS = ("think_budget", "temperature", "top_p", "seed", "orders")
 
 
@@ -75,8 +76,10 @@ def get_assert(output: str, context: dict) -> dict:
                            else str(output or ""), reference, options)
     if not verdict.judged:
         return {"pass": False, "score": 0.0, "reason": f"ra-lite could not judge: {verdict.reason}"}
-    threshold = float(config.get("threshold", DEFAULT_THRESHOLD))
-    return {"pass": verdict.value >= threshold, "score": verdict.value,
+    # promptfoo applies the assertion's own `threshold:` to the score after this returns; a
+    # threshold in `config` is checked here as well (for runners that have no threshold).
+    passed = verdict.value >= float(config["threshold"]) if "threshold" in config else True
+    return {"pass": passed, "score": verdict.value,
             "reason": verdict.reason or f"score {verdict.score}/5",
             "named_scores": {"ra_lite_score": float(verdict.score),
                              "ra_lite_expected_score": verdict.expected_score or
