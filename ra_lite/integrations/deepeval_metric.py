@@ -20,7 +20,7 @@ import asyncio
 
 from deepeval.metrics import BaseMetric
 
-from ra_lite.integrations.verdicts import judge_output
+from ra_lite.integrations.verdicts import judge_output, judge_with_options
 
 
 class RaLiteMetric(BaseMetric):
@@ -36,15 +36,13 @@ class RaLiteMetric(BaseMetric):
 
     def measure(self, test_case, *args, **kwargs) -> float | None:
         from ra_lite.errors import RaLiteError
-        from ra_lite.options import JudgeOptions
-        from ra_lite.rewards.core import judge_for
 
         self.error = None
         try:
-            judge = judge_for(self.model_path, self.server, self.api_key)
-            options = JudgeOptions(**self.judge_options) if self.judge_options else None
-        except (RaLiteError, TypeError) as error:
-            return self._failed(getattr(error, "one_line", lambda: str(error))())
+            judge, options = judge_with_options(self.model_path, self.server, self.api_key,
+                                                self.judge_options)
+        except RaLiteError as error:
+            return self._failed(error.one_line())
         reference = test_case.expected_output if self.vs_expected else None
         verdict = judge_output(judge, self.principle, test_case.input or "",
                                test_case.actual_output or "", reference, options)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 
 from ra_lite.errors import RaLiteError
-from ra_lite.integrations.verdicts import judge_output
+from ra_lite.integrations.verdicts import judge_output, judge_with_options
 
 MODES = ("pointwise", "vs_target")
 
@@ -47,18 +47,23 @@ def ra_lite_scorer(principle: str, model: str | None = None, server: str | None 
         raise RaLiteError(f"unknown mode {mode!r}", f"use one of {', '.join(MODES)}")
     if not principle or not principle.strip():
         raise RaLiteError("ra_lite_scorer needs a principle", "pass principle='...'")
-    options = _options(judge_options)
+    from ra_lite.options import JudgeOptions
+
+    unknown = sorted(set(judge_options) - set(JudgeOptions.__dataclass_fields__))
+    if unknown:                     # said now, not once per sample
+        raise RaLiteError(f"ra_lite_scorer: unknown judge option(s) {unknown}",
+                          "use JudgeOptions fields: think_budget, temperature, top_p, seed, "
+                          "orders")
 
     @scorer(metrics=[mean(), stderr()], name="ra_lite")
     def build():
         async def score(state, target):     # (TaskState, Target) -> Score
-            from ra_lite.rewards.core import judge_for
-
             output = state.output.completion if state.output is not None else ""
             reference = target.text if mode == "vs_target" else None
             async with concurrency("ra-lite", max_concurrent):
                 try:
-                    judge = await asyncio.to_thread(judge_for, model, server, api_key)
+                    judge, options = await asyncio.to_thread(
+                        judge_with_options, model, server, api_key, judge_options)
                 except RaLiteError as error:
                     return Score.unscored(reason="grader_failed", answer=output,
                                           explanation=error.one_line())
@@ -73,16 +78,3 @@ def ra_lite_scorer(principle: str, model: str | None = None, server: str | None 
         return score
 
     return build()
-
-
-def _options(given: dict):
-    if not given:
-        return None
-    from ra_lite.options import JudgeOptions
-
-    try:
-        return JudgeOptions(**given)
-    except TypeError as error:
-        raise RaLiteError(f"ra_lite_scorer: {error}",
-                          "pass JudgeOptions fields: think_budget, temperature, top_p, seed, "
-                          "orders") from None

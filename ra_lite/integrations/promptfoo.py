@@ -32,25 +32,15 @@ process and reused (promptfoo keeps one Python worker per assertion file).
 from __future__ import annotations
 
 from ra_lite.errors import RaLiteError
-from ra_lite.integrations.verdicts import judge_output, judge_outputs
+from ra_lite.integrations.verdicts import judge_output, judge_outputs, judge_with_options
 
 DEFAULT_THRESHOLD = 0.5          # rank_outputs' pass mark when config gives none
 OPTION_KEYS = ("think_budget", "temperature", "top_p", "seed", "orders")
 
 
 def _judge_and_options(config: dict):
-    from ra_lite.options import JudgeOptions
-    from ra_lite.rewards.core import judge_for
-
-    judge = judge_for(config.get("model"), config.get("server"), config.get("api_key"))
-    given = {k: config[k] for k in OPTION_KEYS if k in config}
-    options = None
-    if given:
-        base = judge.options or JudgeOptions()
-        from dataclasses import replace
-
-        options = replace(base, **given)
-    return judge, options
+    return judge_with_options(config.get("model"), config.get("server"), config.get("api_key"),
+                              {k: config[k] for k in OPTION_KEYS if k in config})
 
 
 def _principle(config: dict) -> str:

@@ -41,6 +41,28 @@ class Verdict:
         return cls(None, reason=why, metadata={"error": why})
 
 
+def judge_with_options(model: str | None, server: str | None, api_key: str | None = None,
+                       overrides: dict | None = None):
+    """(judge, options) for an adapter: the process-wide judge for a local GGUF or a ra-lite
+    server (ra_lite.rewards.core.judge_for), and its options with the adapter's JudgeOptions
+    fields laid over them (None when there are none: the judge's own apply)."""
+    from dataclasses import replace
+
+    from ra_lite.options import JudgeOptions
+    from ra_lite.rewards.core import judge_for
+
+    judge = judge_for(model, server, api_key)
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if not given:
+        return judge, None
+    try:
+        return judge, replace(judge.options or JudgeOptions(), **given)
+    except TypeError as error:
+        raise RaLiteError(f"unknown judge option ({error})",
+                          "use JudgeOptions fields: think_budget, temperature, top_p, seed, "
+                          "orders") from None
+
+
 def to_unit(score: float) -> float:
     """A 1-5 score on [0, 1]."""
     return (float(score) - 1.0) / 4.0

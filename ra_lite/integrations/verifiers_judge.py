@@ -25,7 +25,7 @@ from verifiers.v1.configs.judge import JudgeConfig
 from verifiers.v1.judge import Judge, JudgeView, judge_question, judge_response
 
 from ra_lite.errors import RaLiteError
-from ra_lite.integrations.verdicts import judge_output
+from ra_lite.integrations.verdicts import judge_output, judge_with_options
 
 __all__ = ["RaLiteJudge", "RaLiteJudgeConfig"]
 
@@ -62,16 +62,11 @@ class RaLiteJudge(Judge[float, RaLiteJudgeConfig]):
         return verdict.value
 
     def _judge(self, question: str, response: str, reference: str | None):
-        from dataclasses import replace
-
-        from ra_lite.rewards.core import judge_for
-
         config = self.config
         try:
-            judge = judge_for(config.gguf, config.server, config.api_key)
+            judge, options = judge_with_options(
+                config.gguf, config.server, config.api_key,
+                {"think_budget": config.think_budget, "orders": config.orders})
         except RaLiteError as error:
             raise RuntimeError(f"ra-lite judge: {error.one_line()}") from None
-        given = {k: v for k, v in (("think_budget", config.think_budget),
-                                   ("orders", config.orders)) if v is not None}
-        options = replace(judge.options, **given) if given and judge.options else None
         return judge_output(judge, config.principle, question, response, reference, options)
