@@ -42,6 +42,13 @@ class ServerWork:
     choices_by_grammar: int = 0
     cache_lost: int = 0
 
+    def count(self, generated: int, prompt_tokens: int, cached: int | None) -> None:
+        """One completion request: what the server sampled, and the prompt tokens it ran (all of
+        them when it does not say how many its cache served)."""
+        self.requests += 1
+        self.tokens_generated += generated
+        self.prompt_tokens_evaluated += max(0, prompt_tokens - (cached or 0))
+
     def add(self, other: "ServerWork") -> "ServerWork":
         """Two orders' work as one (the route of the first)."""
         return ServerWork(self.route, *(getattr(self, f) + getattr(other, f) for f in

@@ -97,11 +97,9 @@ class _Session:
 
     def _count(self, completion, prompt_length: int) -> None:
         work = self.work
-        work.requests += 1
-        work.tokens_generated += completion.completion_tokens
         cached = completion.cached_tokens
+        work.count(completion.completion_tokens, prompt_length, cached)
         if cached is not None:
-            work.prompt_tokens_evaluated += max(0, prompt_length - cached)
             if self.first_reused is None:
                 self.first_reused = cached
             elif cached + CACHE_SLACK < self.previous_prompt:

@@ -30,10 +30,8 @@ class _Counted:
 
     def __call__(self, prompt, **kwargs):
         completion = self.backend.complete(prompt, **kwargs)
-        self.work.requests += 1
-        self.work.tokens_generated += completion.completion_tokens
-        cached = completion.cached_tokens or 0
-        self.work.prompt_tokens_evaluated += max(0, completion.prompt_tokens - cached)
+        self.work.count(completion.completion_tokens, completion.prompt_tokens,
+                        completion.cached_tokens)
         return completion
 
 
