@@ -13,15 +13,8 @@ import os
 import socket
 from pathlib import Path
 
-from ra_lite.batch import local_records, record_of
+from ra_lite.batch import BatchItem, local_records, record_of
 from ra_lite.errors import RaLiteError
-
-
-class _Row:
-    """What local_records needs of a batch item."""
-
-    def __init__(self, item_id: str, request):
-        self.id, self.request = item_id, request
 
 
 class JudgeActor:
@@ -67,7 +60,7 @@ class JudgeActor:
         rows, records = [], {}
         for item_id, text in zip(ids, batch["request"]):
             try:
-                rows.append(_Row(item_id, JudgeRequest.from_dict(json.loads(text))))
+                rows.append(BatchItem(item_id, 0, JudgeRequest.from_dict(json.loads(text))))
             except (RaLiteError, ValueError) as error:      # this row's own problem
                 problem = error if isinstance(error, RaLiteError) else \
                     RaLiteError(f"request {item_id!r} is not valid JSON ({error})", "fix it")
