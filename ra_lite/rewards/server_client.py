@@ -27,7 +27,7 @@ class ServedJudgment:
     raw: dict = field(default_factory=dict, repr=False)
     reasoning: str = ""
     think_end: str = ""
-    consistency = None                   # the server's consistency is in raw, when asked for
+    consistency: None = None             # the server's own consistency stays in raw
 
 
 class RewardServerClient:
